@@ -1,0 +1,71 @@
+"""``python -m core <verb>``: operations on the shared parts.
+
+  migrate                 bring the schema up to date (PostgreSQL: apply migrations/; SQLite: create from models)
+  makemigrations [NAME]   write a migration for model changes (needs DATABASE_URL of a PostgreSQL database)
+  check-migrations        exit 1 when the models have changes that no migration holds
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from core.db import close_db, init_db, make_migration, pending_model_changes
+from core.log import configure_logging
+from core.settings import Settings
+
+
+async def _migrate(settings: Settings) -> int:
+    await init_db(settings)
+    kind = "PostgreSQL (migrations)" if settings.uses_postgres else "SQLite (schema from models)"
+    print(f"schema up to date on {kind}")
+    return 0
+
+
+async def _makemigrations(settings: Settings, name: str | None) -> int:
+    if not settings.uses_postgres:
+        print("makemigrations: set DATABASE_URL to a PostgreSQL database (migrations/ serves PostgreSQL)",
+              file=sys.stderr)
+        return 2
+    await init_db(settings)
+    paths = await make_migration(settings.effective_database_url, name)
+    print("\n".join(f"created {p}" for p in paths) or "no changes detected")
+    return 0
+
+
+async def _check(settings: Settings) -> int:
+    await init_db(settings, bring_schema_up_to_date=False)
+    pending = await pending_model_changes(settings.effective_database_url)
+    for op in pending:
+        print(f"not in any migration: {op.describe() if hasattr(op, 'describe') else op}")
+    print("migrations and models agree" if not pending else f"{len(pending)} change(s) need a migration")
+    return 1 if pending else 0
+
+
+async def _run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    try:
+        if args.verb == "migrate":
+            return await _migrate(settings)
+        if args.verb == "makemigrations":
+            return await _makemigrations(settings, args.name)
+        return await _check(settings)
+    finally:
+        await close_db()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("migrate", help="bring the schema up to date")
+    mk = verbs.add_parser("makemigrations", help="write a migration for model changes")
+    mk.add_argument("name", nargs="?", help="a short name for the migration file")
+    verbs.add_parser("check-migrations", help="fail when models changed without a migration")
+    return asyncio.run(_run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The one settings object, read from the environment once.
+
+No other module reads ``os.environ``: everything configurable is a field here, documented in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _persistent_dev_secret(var_dir: Path) -> str:
+    """A random key kept under var/ so that a newcomer's links and sessions survive a restart.
+
+    Production sets SECRET_KEY; this only serves the embedded default.
+    """
+    path = var_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        var_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Data
+    var_dir: Path = PROJECT_ROOT / "var"
+    database_url: str = ""  # empty: SQLite file under var/
+    redis_url: str = ""  # empty: in-process fakeredis (single process only)
+    media_root: Path = PROJECT_ROOT / "var" / "media"
+    # Security
+    secret_key: str = ""
+    face_key: str = ""
+    # Public addresses
+    public_base_url: str = "http://127.0.0.1:8000"
+    # WeChat public account (service account) and mini program
+    wechat_token: str = ""
+    wechat_app_id: str = ""
+    wechat_app_secret: str = ""
+    wechat_aes_key: str = ""  # EncodingAESKey, 43 characters
+    wechat_mp_app_id: str = ""
+    wechat_mp_app_secret: str = ""
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    # How long the callback may work before it answers "success" and replies later by customer-service message.
+    # WeChat gives 5 s; keep a margin for the network.
+    wechat_reply_window: float = 4.0
+    wechat_max_body: int = 256 * 1024
+    # Hospital information system (FHIR R4)
+    his_base_url: str = ""
+    # WebRTC
+    ice_servers: list = field(default_factory=list)
+    # Operations
+    log_level: str = "INFO"
+    # Tests: turn "no PostgreSQL/Redis answers" skips into failures (CI sets it).
+    require_services: bool = False
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite://{self.var_dir / 'medwx.sqlite3'}"
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.effective_database_url.startswith(("postgres://", "postgresql://", "asyncpg://"))
+
+    @property
+    def embedded_redis(self) -> bool:
+        return not self.redis_url
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict = {}
+        for f in fields(cls):
+            raw = env.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            if f.type in ("Path", Path):
+                values[f.name] = Path(raw)
+            elif f.type in ("bool", bool):
+                values[f.name] = _bool(raw)
+            elif f.type in ("float", float):
+                values[f.name] = float(raw)
+            elif f.type in ("int", int):
+                values[f.name] = int(raw)
+            elif f.type in ("list", list):
+                values[f.name] = json.loads(raw)
+            else:
+                values[f.name] = raw
+        settings = cls(**values)
+        if not settings.secret_key:
+            settings = settings.with_(secret_key=_persistent_dev_secret(settings.var_dir))
+        if "MEDIA_ROOT" not in env and "VAR_DIR" in env:
+            settings = settings.with_(media_root=settings.var_dir / "media")
+        return settings
