@@ -127,11 +127,10 @@ async def send_as_customer_message(bot: BotContext, openid: str, reply: Reply | 
         await bot.wechat.send_text(openid, reply)
     elif isinstance(reply, TextReply):
         await bot.wechat.send_text(openid, reply.content)
-    elif isinstance(reply, ArticlesReply):
-        await bot.wechat.send_news(openid, [
-            {"title": a.get("title", ""), "description": a.get("description", ""),
-             "url": a.get("url", ""), "picurl": a.get("image", "")}
-            for a in reply.articles
-        ])
+    elif isinstance(reply, ArticlesReply) and reply.articles:
+        # A customer-service news message carries one article (WeChat answers 45008 for more).
+        first = reply.articles[0]
+        await bot.wechat.send_news(openid, [{"title": first.get("title", ""), "description": first.get("description", ""),
+                                             "url": first.get("url", ""), "picurl": first.get("image", "")}])
     else:
         log.error("late %s reply to %s cannot be sent as a customer-service message", type(reply).__name__, openid)

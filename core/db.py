@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # A new domain's models module is added here and a migration made with ``python -m core makemigrations``.
 MODEL_MODULES = [
     "core.models",
+    "repair.models",
 ]
 MIGRATIONS_MODULE = "migrations"
 APP_LABEL = "models"

@@ -385,11 +385,15 @@ class WeChatClient:
         if not isinstance(data, dict):
             log.warning("WeChat %s answered something other than a JSON object (%d bytes)", path, len(body))
             raise UpstreamError("微信服务返回了无法识别的内容，请稍后再试", status=502)
-        errcode = data.get("errcode") or 0
+        try:
+            errcode = int(data.get("errcode") or 0)
+        except (TypeError, ValueError):
+            log.warning("WeChat %s answered an unreadable errcode", path)
+            raise UpstreamError("微信服务返回了无法识别的内容，请稍后再试", status=502) from None
         if errcode:
             errmsg = str(data.get("errmsg") or "")
             log.warning("WeChat %s answered errcode %s: %s", path, errcode, errmsg)
-            raise api_error(int(errcode), errmsg)
+            raise api_error(errcode, errmsg)
         return data
 
     @staticmethod

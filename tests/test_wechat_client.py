@@ -288,8 +288,8 @@ async def test_create_qrcode_rejects_bad_input_before_any_call(standin, wechat, 
 def test_qrcode_image_url_encodes_the_ticket():
     ticket = "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRtNzJXV1Brb3ZhYmJJAAIEZ23sUwMEmm3+Uw=="
     url = WeChatClient.qrcode_image_url(ticket)
-    assert url == ("https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket="
-                   "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRtNzJXV1Brb3ZhYmJJAAIEZ23sUwMEmm3%2BUw%3D%3D")
+    assert url == ("https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket=gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFx"
+                   "LmNvbS9xL2taZ2Z3TVRtNzJXV1Brb3ZhYmJJAAIEZ23sUwMEmm3%2BUw%3D%3D")
 
 
 # -- logins ----------------------------------------------------------------------------------------------------------
