@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
@@ -96,14 +97,36 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
         app.ctx.redis = create_redis(settings)
         app.ctx.events = EventBus(app.ctx.redis)
         app.ctx.wechat = WeChatClient(settings, app.ctx.redis)
+        register_listeners(app.ctx.events, settings, app.ctx.wechat)
         await app.ctx.events.start()
+        app.ctx.housekeeping = asyncio.create_task(_housekeeping(app.ctx.events))
 
     @app.after_server_stop
     async def close_resources(app: Sanic):
+        app.ctx.housekeeping.cancel()
         await app.ctx.events.stop()
         await app.ctx.wechat.close()
         await app.ctx.redis.aclose()
         await close_db()
+
+
+def register_listeners(events: EventBus, settings: Settings, wechat: WeChatClient) -> None:
+    """Every reaction to a domain event, in one place (adding a reaction = adding a listener here)."""
+    from repair.messaging import TicketNotifier
+
+    TicketNotifier(settings, wechat).register(events)
+
+
+async def _housekeeping(events: EventBus, every: float = 600.0) -> None:
+    """Periodic chores; each is idempotent, so running in every worker is harmless."""
+    from repair.tickets import close_stale_done
+
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await close_stale_done(events=events)
+        except Exception:  # noqa: BLE001 - try again next round
+            log.exception("housekeeping failed")
 
 
 def _install_health(app: Sanic) -> None:

@@ -59,12 +59,15 @@ class Settings:
     # WeChat gives 5 s; keep a margin for the network.
     wechat_reply_window: float = 4.0
     wechat_max_body: int = 256 * 1024
+    # Template message for ticket updates (first, keyword1–4, remark); unset, notifications are kept as failed.
+    wechat_template_ticket: str = ""
     # Hospital information system (FHIR R4)
     his_base_url: str = ""
     # WebRTC
     ice_servers: list = field(default_factory=list)
     # Operations
     log_level: str = "INFO"
+    timezone: str = "Asia/Shanghai"  # how times are shown to people
     # Tests: turn "no PostgreSQL/Redis answers" skips into failures (CI sets it).
     require_services: bool = False
 
