@@ -3,6 +3,7 @@
   migrate                 bring the schema up to date (PostgreSQL: apply migrations/; SQLite: create from models)
   makemigrations [NAME]   write a migration for model changes (needs DATABASE_URL of a PostgreSQL database)
   check-migrations        exit 1 when the models have changes that no migration holds
+  demo                    load demo data (hospitals, devices, people) into a database that has no hospital yet
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ async def _check(settings: Settings) -> int:
     return 1 if pending else 0
 
 
+async def _demo(settings: Settings) -> int:
+    from core.demo import load_all  # opens the database itself
+
+    print("\n".join(await load_all(settings)) or "demo loaders made nothing")
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
@@ -51,6 +59,8 @@ async def _run(args: argparse.Namespace) -> int:
             return await _migrate(settings)
         if args.verb == "makemigrations":
             return await _makemigrations(settings, args.name)
+        if args.verb == "demo":
+            return await _demo(settings)
         return await _check(settings)
     finally:
         await close_db()
@@ -64,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     mk = verbs.add_parser("makemigrations", help="write a migration for model changes")
     mk.add_argument("name", nargs="?", help="a short name for the migration file")
     verbs.add_parser("check-migrations", help="fail when models changed without a migration")
+    verbs.add_parser("demo", help="load demo data into a database without hospitals")
     return asyncio.run(_run(parser.parse_args(argv)))
 
 

@@ -89,6 +89,10 @@ async def init_db(settings: Settings, *, bring_schema_up_to_date: bool = True) -
     url = settings.effective_database_url
     if url.startswith("sqlite://"):
         Path(url[len("sqlite://"):]).parent.mkdir(parents=True, exist_ok=True)
+    from tortoise.context import get_current_context
+
+    if get_current_context() is not None:  # a previous start in this process that was not closed (a failed start)
+        await close_db()
     # The global fallback lets every task (requests, listeners, background jobs) find the ORM context.
     await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
     if not bring_schema_up_to_date:

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from core.redis import Redis
 
@@ -104,13 +104,26 @@ class EventBus:
         return register
 
     async def start(self) -> None:
-        """Start this worker's reading loops (call once per worker, after the listeners are registered)."""
+        """Start this worker's reading loops (call once per worker, after the listeners are registered).
+
+        A Redis that does not answer yet delays the loops, not the server: they retry until it does."""
         if self._each:
-            start_id = await self.last_id()
+            start_id = await self._try(self.last_id())
             self._tasks.append(asyncio.create_task(self._each_worker_loop(start_id), name="events-each"))
         for listener in self._once:
-            await self._ensure_group(listener.name)
-            self._tasks.append(asyncio.create_task(self._once_loop(listener), name=f"events-{listener.name}"))
+            ready = await self._try(self._ensure_group(listener.name), True)
+            self._tasks.append(asyncio.create_task(self._once_loop(listener, ready is True),
+                                                   name=f"events-{listener.name}"))
+
+    @staticmethod
+    async def _try(step, done=None):
+        """The step's result (or ``done``), or None when Redis does not answer: the loop then does it later."""
+        try:
+            result = await step
+            return done if done is not None else result
+        except (RedisError, OSError):
+            log.warning("Redis does not answer yet; event listeners will start when it does")
+            return None
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -138,9 +151,11 @@ class EventBus:
             return []
         return reply
 
-    async def _each_worker_loop(self, last_id: str) -> None:
+    async def _each_worker_loop(self, last_id: str | None) -> None:
         while True:
             try:
+                if last_id is None:
+                    last_id = await self.last_id()
                 reply = await self._read(self.redis.xread({self.stream: last_id}, count=200, block=self.block_ms))
             except asyncio.CancelledError:
                 raise
@@ -155,11 +170,14 @@ class EventBus:
                     for fn in self._each.get(event.name, ()):
                         await self._call(fn, event)
 
-    async def _once_loop(self, listener: _OnceListener) -> None:
+    async def _once_loop(self, listener: _OnceListener, group_ready: bool) -> None:
         next_claim = 0.0
         loop = asyncio.get_running_loop()
         while True:
             try:
+                if not group_ready:
+                    await self._ensure_group(listener.name)
+                    group_ready = True
                 if loop.time() >= next_claim:
                     await self._reclaim(listener)
                     next_claim = loop.time() + self.retry_after_ms / 1000 / 2

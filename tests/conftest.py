@@ -160,6 +160,13 @@ class LiveApp:
             return resp.status, resp.headers, await resp.text()
 
 
+def _free_port() -> int:
+    # Sanic reads port 0 as "the default, 8000": ask the OS for a free one instead.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture
 async def serve():
     """``await serve(settings)`` starts the app on 127.0.0.1 (random port); everything stops after the test."""
@@ -171,7 +178,7 @@ async def serve():
 
     async def start(settings: Settings) -> LiveApp:
         app = create_app(settings)
-        server = await app.create_server(host="127.0.0.1", port=0, return_asyncio_server=True,
+        server = await app.create_server(host="127.0.0.1", port=_free_port(), return_asyncio_server=True,
                                          access_log=False)
         await server.startup()
         await server.before_start()
