@@ -42,8 +42,10 @@ def create_app(settings: Settings | None = None) -> Sanic:
     _install_health(app)
 
     from bot import bp as bot_bp
+    from miniprogram_api import bp as mp_bp
 
     app.blueprint(bot_bp)
+    app.blueprint(mp_bp)
     return app
 
 
@@ -113,8 +115,15 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
 def register_listeners(events: EventBus, settings: Settings, wechat: WeChatClient) -> None:
     """Every reaction to a domain event, in one place (adding a reaction = adding a listener here)."""
     from repair.messaging import TicketNotifier
+    from repair.service_groups import rebuild_service_groups
 
     TicketNotifier(settings, wechat).register(events)
+
+    @events.on("user.bound", once=True, group="repair.service-groups")
+    async def join_service_group(event):
+        """A member of staff bound to a hospital joins its service group."""
+        if event.data.get("hospital_id"):
+            await rebuild_service_groups(event.data["hospital_id"])
 
 
 async def _housekeeping(events: EventBus, every: float = 600.0) -> None:

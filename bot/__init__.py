@@ -1,5 +1,6 @@
 """The public-account transport: WeChat callback, router and handlers."""
 
 from bot.callback import bp
+import bot.repair_handlers  # noqa: F401,E402 - registers the label-scan handlers
 
 __all__ = ["bp"]

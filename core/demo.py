@@ -29,6 +29,8 @@ async def load_all(settings: Settings) -> list[str]:
 
     The emptiness is judged once, before the first loader: later loaders build on what earlier ones created.
     """
+    if not settings.demo_data:
+        return ["demo data not loaded: DEMO_DATA=0"]
     if not Tortoise.is_inited():
         await init_db(settings)
     if await Hospital.exists():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,9 +95,10 @@ def _write(root: Path, relative: Path, data: bytes, thumb_relative: Path | None,
     target = root / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists():
-        tmp = target.with_suffix(target.suffix + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        # A unique temporary name: two uploads of the same bytes at once must not share one.
+        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as tmp:
+            tmp.write(data)
+        Path(tmp.name).replace(target)
     if thumb_relative and thumbnail:
         (root / thumb_relative).write_bytes(thumbnail)
 

@@ -47,6 +47,11 @@ class Settings:
     face_key: str = ""
     # Public addresses
     public_base_url: str = "http://127.0.0.1:8000"
+    # Repair-page links: the one in a scan reply expires; the one printed on a label stays on a device for years.
+    repair_link_max_age: int = 24 * 3600
+    label_link_max_age: int = 0  # seconds; 0 = printed label links never expire
+    # A TrueType/OpenType font with Chinese glyphs for PNG labels; empty = the first known system CJK font.
+    label_font: str = ""
     # WeChat public account (service account) and mini program
     wechat_token: str = ""
     wechat_app_id: str = ""
@@ -55,6 +60,8 @@ class Settings:
     wechat_mp_app_id: str = ""
     wechat_mp_app_secret: str = ""
     wechat_api_base: str = "https://api.weixin.qq.com"
+    # Where phones are sent for web OAuth (``/connect/oauth2/authorize``); demos point it at the stand-in.
+    wechat_open_base: str = "https://open.weixin.qq.com"
     # How long the callback may work before it answers "success" and replies later by customer-service message.
     # WeChat gives 5 s; keep a margin for the network.
     wechat_reply_window: float = 4.0
@@ -67,6 +74,7 @@ class Settings:
     ice_servers: list = field(default_factory=list)
     # Operations
     log_level: str = "INFO"
+    demo_data: bool = True  # bin/serve loads demo hospitals into an empty database; set DEMO_DATA=0 in production
     timezone: str = "Asia/Shanghai"  # how times are shown to people
     # Tests: turn "no PostgreSQL/Redis answers" skips into failures (CI sets it).
     require_services: bool = False

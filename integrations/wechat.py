@@ -333,6 +333,36 @@ class WeChatClient:
         self._field(data, "openid")
         return {k: v for k, v in data.items() if k not in ("errcode", "errmsg")}
 
+    # -- media ---------------------------------------------------------------------------------------------------------
+    async def download_media(self, media_id: str) -> bytes:
+        """A temporary media file a user sent (voice, image; WeChat keeps them 3 days). Success is the bytes,
+        failure is JSON with an errcode; a refused token is replaced and the call retried once."""
+        if not media_id:
+            raise BadRequest("缺少媒体文件编号")
+        for attempt in (1, 2):
+            token = await self.access_token()
+            params = {"access_token": token, "media_id": media_id}
+            try:
+                async with self._http().get(self._base + "/cgi-bin/media/get", params=params,
+                                            timeout=self._timeout) as response:
+                    status, kind, body = response.status, response.content_type, await response.read()
+            except asyncio.TimeoutError:
+                raise UpstreamError("微信服务响应超时，请稍后再试", status=504) from None
+            except aiohttp.ClientError as exc:
+                log.warning("WeChat media download failed: %s", _describe(exc))
+                raise UpstreamError("无法连接微信服务，请稍后再试", status=502) from None
+            if status < 400 and kind not in ("application/json", "text/plain"):
+                return body
+            try:
+                self._decode("/cgi-bin/media/get", status, body)
+            except WeChatAPIError as exc:
+                if exc.errcode in TOKEN_ERRORS and attempt == 1:
+                    await self._drop(self._token_key, token)
+                    continue
+                raise
+            raise UpstreamError("微信服务返回了无法识别的内容，请稍后再试", status=502)
+        raise UpstreamError("微信服务暂时不可用，请稍后再试", status=502)
+
     # -- JS-SDK ------------------------------------------------------------------------------------------------------
     async def jsapi_signature(self, url: str) -> dict:
         """The ``wx.config`` fields for the page at ``url`` (its ``#fragment`` is not signed)."""

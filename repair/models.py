@@ -196,3 +196,20 @@ class TicketCounter(Model):
 
     class Meta:
         table = "ticket_counter"
+
+
+class LabelQr(Model):
+    """The permanent WeChat QR code of one scene, created once and reused for every print.
+
+    An account has 100,000 permanent codes (``QR_LIMIT_STR_SCENE``), so a reprint must never ask for a new one.
+    ``url`` is the content WeChat encodes in its QR image; labels encode it themselves.
+    """
+
+    id = fields.IntField(primary_key=True)
+    scene = fields.CharField(max_length=64, unique=True)  # d:<system_number> | g:<group_id>
+    ticket = fields.CharField(max_length=255)
+    url = fields.CharField(max_length=255)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "label_qr"

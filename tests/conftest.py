@@ -53,24 +53,70 @@ def need_conformance(*parts: str) -> Path:
 
 
 # -- databases -------------------------------------------------------------------------------------------------
-async def _create_pg_database() -> str:
+def _admin_dsn() -> str:
+    return TEST_POSTGRES_URL.replace("postgres://", "postgresql://", 1)
+
+
+def _url_of(name: str) -> str:
+    return f"postgres://{urlparse(TEST_POSTGRES_URL).netloc}/{name}"
+
+
+# One migrated database per test run, emptied before each test (TRUNCATE is far faster than making a database and
+# applying the migrations every time). Tests that need a database of their own ask for an empty one.
+_shared_db: str | None = None
+
+
+async def _migrated_database() -> str:
+    """The shared migrated database, with every table emptied."""
+    global _shared_db
     import asyncpg
 
-    name = f"medwx_test_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(TEST_POSTGRES_URL.replace("postgres://", "postgresql://", 1))
+    if _shared_db is None:
+        from core.db import close_db, init_db
+
+        name = f"medwx_test_{uuid.uuid4().hex[:10]}"
+        url = await _create_pg_database(empty=True, name=name)
+        await init_db(Settings(database_url=url, secret_key="t"))
+        await close_db()
+        _shared_db = name
+    conn = await asyncpg.connect(_admin_dsn().rsplit("/", 1)[0] + f"/{_shared_db}")
+    try:
+        await conn.execute("SET lock_timeout = '10s'")
+        tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                                  "AND tablename <> 'tortoise_migrations'")
+        if tables:
+            names = ", ".join(f'"{t["tablename"]}"' for t in tables)
+            await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+    return _url_of(_shared_db)
+
+
+async def _create_pg_database(*, empty: bool = True, name: str | None = None) -> str:
+    """A new, empty database of the test's own (drop it with ``_drop_pg_database``)."""
+    import asyncpg
+
+    name = name or f"medwx_test_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(_admin_dsn())
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    u = urlparse(TEST_POSTGRES_URL)
-    return f"postgres://{u.netloc}/{name}"
+    return _url_of(name)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _shared_db is not None:
+        import asyncio
+
+        asyncio.run(_drop_pg_database(_url_of(_shared_db)))
 
 
 async def _drop_pg_database(url: str) -> None:
     import asyncpg
 
     name = urlparse(url).path.lstrip("/")
-    conn = await asyncpg.connect(TEST_POSTGRES_URL.replace("postgres://", "postgresql://", 1))
+    conn = await asyncpg.connect(_admin_dsn())
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -84,14 +130,10 @@ async def database_url(request, tmp_path):
         yield f"sqlite://{tmp_path / 'test.sqlite3'}"
         return
     need_service("PostgreSQL", TEST_POSTGRES_URL)
-    url = await _create_pg_database()
-    try:
-        yield url
-    finally:
-        from tortoise import Tortoise
+    yield await _migrated_database()
+    from core.db import close_db
 
-        await Tortoise.close_connections()
-        await _drop_pg_database(url)
+    await close_db()
 
 
 @pytest.fixture

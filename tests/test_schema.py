@@ -34,7 +34,7 @@ async def _columns(url: str) -> dict:
 async def test_migrations_build_the_same_schema_as_the_models(tmp_path):
     """Apply migrations/ to one database and create another from the models: the two must match."""
     need_service("PostgreSQL", TEST_POSTGRES_URL)
-    migrated, generated = await _create_pg_database(), await _create_pg_database()
+    migrated, generated = await _create_pg_database(empty=True), await _create_pg_database(empty=True)
     try:
         await init_db(Settings(var_dir=tmp_path, database_url=migrated, secret_key="t"))
         assert await pending_model_changes(migrated) == [], "models changed without a migration"
@@ -70,7 +70,7 @@ async def test_concurrent_starts_apply_migrations_once(tmp_path, workers):
     need_service("PostgreSQL", TEST_POSTGRES_URL)
     from core.db import apply_migrations, tortoise_config
 
-    url = await _create_pg_database()
+    url = await _create_pg_database(empty=True)
     try:
         await Tortoise.init(config=tortoise_config(url))
         import asyncio

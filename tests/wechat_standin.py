@@ -9,6 +9,10 @@ killed. Control endpoints under ``/_standin/`` then do what the knobs do in test
 ``{"code", "openid", "unionid"?}``, ``POST /_standin/oauth_code`` ``{"code", "openid", "unionid"?, "scope"?}``,
 ``POST /_standin/expire_token`` ``{"token"?}``, ``POST /_standin/fail_next`` ``{"path", "errcode", "errmsg"?}``,
 ``GET /_standin/messages``.
+
+``GET /connect/oauth2/authorize`` plays WeChat's web OAuth page: it redirects straight back to ``redirect_uri`` with
+a fresh code for ``oauth_demo_openid`` (``--demo-openid``) and the ``state`` it was given, so the H5 sign-in runs
+end to end against the stand-in (``WECHAT_OPEN_BASE=http://127.0.0.1:8801``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import secrets
 import signal
 import time
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -54,7 +59,8 @@ def _error(errcode: int, errmsg: str) -> dict:
 class WeChatStandIn:
     def __init__(self, *, app_id: str = "wx_standin_app", app_secret: str = "standin-app-secret",
                  mp_app_id: str = "wx_standin_mp", mp_app_secret: str = "standin-mp-secret",
-                 token_lifetime: int = TOKEN_LIFETIME):
+                 token_lifetime: int = TOKEN_LIFETIME, oauth_demo_openid: str = "o_standin_h5_user",
+                 oauth_demo_unionid: str | None = None):
         self.app_id, self.app_secret = app_id, app_secret
         self.mp_app_id, self.mp_app_secret = mp_app_id, mp_app_secret
         self.token_lifetime = token_lifetime
@@ -63,12 +69,15 @@ class WeChatStandIn:
         self.template_messages: list[dict] = []
         self.qrcodes: list[dict] = []
         self.base_url = ""
+        # Who "authorizes" on the stand-in's OAuth page; a test may change it between sign-ins.
+        self.oauth_demo_openid, self.oauth_demo_unionid = oauth_demo_openid, oauth_demo_unionid
         self._tokens: dict[str, float] = {}  # access_token -> monotonic expiry
         self._tickets: dict[str, float] = {}
         self._js_codes: dict[str, _Code] = {}
         self._oauth_codes: dict[str, _Code] = {}
         self._used_codes: set[str] = set()
         self._failures: dict[str, list[dict]] = {}
+        self._media: dict[str, tuple[bytes, str]] = {}
         self._stalls: dict[str, list[float]] = {}
         self._breaks: dict[str, list[int]] = {}
         self._msgids = itertools.count(2_000_000_001)
@@ -98,8 +107,10 @@ class WeChatStandIn:
         app.router.add_post("/cgi-bin/message/template/send", self._template_send)
         app.router.add_post("/cgi-bin/qrcode/create", self._qrcode_create)
         app.router.add_get("/cgi-bin/ticket/getticket", self._getticket)
+        app.router.add_get("/cgi-bin/media/get", self._media_get)
         app.router.add_get("/sns/jscode2session", self._jscode2session)
         app.router.add_get("/sns/oauth2/access_token", self._oauth_access_token)
+        app.router.add_get("/connect/oauth2/authorize", self._oauth_authorize)
         app.router.add_post("/_standin/js_code", self._control_js_code)
         app.router.add_post("/_standin/oauth_code", self._control_oauth_code)
         app.router.add_post("/_standin/expire_token", self._control_expire_token)
@@ -140,6 +151,21 @@ class WeChatStandIn:
 
     def add_oauth_code(self, code: str, openid: str, unionid: str | None = None, scope: str = "snsapi_base") -> None:
         self._oauth_codes[code] = _Code(openid, unionid, scope)
+
+    def add_media(self, media_id: str, data: bytes, content_type: str = "audio/amr") -> None:
+        """A file a user sent, downloadable with /cgi-bin/media/get."""
+        self._media[media_id] = (data, content_type)
+
+    async def _media_get(self, request: web.Request) -> web.Response:
+        failure = self._token_error(request)
+        if failure:
+            return self._answer(request, failure)
+        found = self._media.get(request.query.get("media_id", ""))
+        if found is None:
+            return self._answer(request, _error(40007, "invalid media_id"))
+        data, content_type = found
+        return web.Response(body=data, content_type=content_type,
+                            headers={"Content-Disposition": 'attachment; filename="media"'})
 
     def fail_next(self, path: str, errcode: int, errmsg: str = "") -> None:
         """The next request to ``path`` answers this error (queued: call again to fail several in a row)."""
@@ -372,6 +398,22 @@ class WeChatStandIn:
             answer["unionid"] = found.unionid
         return self._answer(request, answer)
 
+    async def _oauth_authorize(self, request: web.Request) -> web.Response:
+        """The user "agrees" at once: back to ``redirect_uri`` with a new code and the same ``state``. WeChat shows
+        an error page, not a redirect, for a wrong appid or request; so does this."""
+        query = request.query
+        redirect_uri = query.get("redirect_uri", "")
+        if query.get("appid") != self.app_id:
+            return web.Response(status=400, text="appid 参数错误")
+        if not redirect_uri.startswith(("http://", "https://")):
+            return web.Response(status=400, text="redirect_uri 参数错误")
+        if query.get("response_type") != "code" or query.get("scope") not in ("snsapi_base", "snsapi_userinfo"):
+            return web.Response(status=400, text="scope 参数错误")
+        code = secrets.token_urlsafe(24)
+        self.add_oauth_code(code, self.oauth_demo_openid, self.oauth_demo_unionid, query["scope"])
+        back = urlencode({"code": code, "state": query.get("state", "")})
+        raise web.HTTPFound(redirect_uri + ("&" if "?" in redirect_uri else "?") + back)
+
     # -- control endpoints for demos ---------------------------------------------------------------------------------
     async def _control_js_code(self, request: web.Request) -> web.Response:
         data = await request.json()
@@ -408,12 +450,14 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--app-secret", default="standin-app-secret")
     parser.add_argument("--mp-app-id", default="wx_standin_mp")
     parser.add_argument("--mp-app-secret", default="standin-mp-secret")
+    parser.add_argument("--demo-openid", default="o_standin_h5_user",
+                        help="who signs in through the stand-in's OAuth page")
     return parser.parse_args(argv)
 
 
 async def _serve(args: argparse.Namespace) -> None:
     standin = WeChatStandIn(app_id=args.app_id, app_secret=args.app_secret, mp_app_id=args.mp_app_id,
-                            mp_app_secret=args.mp_app_secret)
+                            mp_app_secret=args.mp_app_secret, oauth_demo_openid=args.demo_openid)
     print(await standin.start(args.host, args.port), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,0 +1,13 @@
+"""The mini program's and the H5 pages' transport: ``/mp/v1`` (Bearer JWT) and ``/h5`` (session cookie)."""
+
+from sanic import Blueprint
+
+from miniprogram_api.auth import bp as auth_bp
+from miniprogram_api.h5_auth import bp as h5_auth_bp
+from miniprogram_api.repair_api import bp as repair_bp
+from miniprogram_api.h5_repair import bp as h5_repair_bp
+
+# Each blueprint carries its own url_prefix (/mp/v1, /h5/auth): the group adds none.
+bp = Blueprint.group(auth_bp, h5_auth_bp, repair_bp, h5_repair_bp)
+
+__all__ = ["bp"]
