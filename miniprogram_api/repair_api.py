@@ -4,7 +4,7 @@ claims, tickets (open with photos and voice, list, detail, confirm/reopen/escala
 from __future__ import annotations
 
 from sanic import Blueprint, Request
-from sanic.response import HTTPResponse, json
+from sanic.response import HTTPResponse, json, raw
 from sanic_ext.extensions.openapi import openapi
 
 from core.errors import BadRequest, Forbidden, NotFound
@@ -259,3 +259,38 @@ async def reporter_move(request: Request, number: str, move: str) -> HTTPRespons
     ticket = await tickets.change_state(ticket, to_state, events=request.app.ctx.events, actor=Actor(user=user),
                                         note=note)
     return json(_ticket_brief(ticket))
+
+
+# -- labels -----------------------------------------------------------------------------------------------------------
+async def _label_printer(request: Request, hospital_id: int) -> User:
+    """Administrators, and the hospital's own engineers, print its labels."""
+    user = await current_user(request)
+    if user.role == "admin" or (user.role == "engineer" and user.hospital_id == hospital_id):
+        return user
+    raise Forbidden("只有管理员或本院工程师可以打印标签", code="label_printer_required")
+
+
+@bp.get("/labels/<scene:str>/label.png")
+@_doc("One printable label (PNG)", "`scene` is `d:<system number>` or `g:<group id>`. The QR is WeChat's "
+      "permanent code for the scene when the account is configured, otherwise the signed repair-page link.")
+async def label_png(request: Request, scene: str) -> HTTPResponse:
+    target = await labels.resolve_scene(scene)
+    await _label_printer(request, target.hospital_id)
+    png = await labels.label_png(request.app.ctx.settings, target, wechat=request.app.ctx.wechat)
+    return raw(png, content_type="image/png",
+               headers={"Content-Disposition": f'inline; filename="label-{target.scene.replace(":", "-")}.png"'})
+
+
+@bp.get("/hospitals/<hospital_id:int>/labels.pdf")
+@_doc("A sheet of labels (A4 PDF)", "Every device and group in use in a department (`department_id`) or the "
+      "whole hospital.")
+async def label_sheet(request: Request, hospital_id: int) -> HTTPResponse:
+    await _label_printer(request, hospital_id)
+    raw_department = request.args.get("department_id")
+    if raw_department is not None and not raw_department.isdigit():
+        raise BadRequest("department_id 须为整数", code="invalid_field")
+    pdf = await labels.department_sheet_pdf(request.app.ctx.settings, hospital_id,
+                                            int(raw_department) if raw_department else None,
+                                            wechat=request.app.ctx.wechat)
+    return raw(pdf, content_type="application/pdf",
+               headers={"Content-Disposition": f'inline; filename="labels-{hospital_id}.pdf"'})

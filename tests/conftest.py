@@ -202,7 +202,7 @@ class LiveApp:
             return resp.status, resp.headers, await resp.text()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     # Sanic reads port 0 as "the default, 8000": ask the OS for a free one instead.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -220,7 +220,7 @@ async def serve():
 
     async def start(settings: Settings) -> LiveApp:
         app = create_app(settings)
-        server = await app.create_server(host="127.0.0.1", port=_free_port(), return_asyncio_server=True,
+        server = await app.create_server(host="127.0.0.1", port=free_port(), return_asyncio_server=True,
                                          access_log=False)
         await server.startup()
         await server.before_start()
@@ -252,3 +252,18 @@ def settings_for(tmp_path):
         return Settings(**base)
 
     return build
+
+
+# -- WeChat's API, stood in for ---------------------------------------------------------------------------------------
+STANDIN_APP_ID, STANDIN_APP_SECRET = "wxstandinapp0001", "standin-app-secret"
+
+
+@pytest.fixture
+async def standin():
+    """The local WeChat API stand-in, for the public account ``STANDIN_APP_ID``; it records what it is sent."""
+    from tests.wechat_standin import WeChatStandIn
+
+    server = WeChatStandIn(app_id=STANDIN_APP_ID, app_secret=STANDIN_APP_SECRET)
+    await server.start()
+    yield server
+    await server.stop()

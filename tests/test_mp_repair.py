@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from urllib.parse import parse_qs, urlparse
 
 import aiohttp
 import pytest
+from PIL import Image
 
 from core import people
 from core.models import Hospital, MediaFile, User
@@ -17,7 +19,7 @@ from tests.h5_support import png_bytes, wav_bytes
 
 @pytest.fixture
 async def site(serve, settings_for, database_url):
-    live = await serve(settings_for(database_url))
+    live = await serve(settings_for(database_url, wechat_app_id=""))  # labels carry the signed link
     first = await Hospital.create(name="市第一人民医院", latitude=30.2741, longitude=120.1551)
     other = await Hospital.create(name="市中心医院")
     nurse = await User.create(name="王护士", role="staff", hospital=first, openid="oNurse")
@@ -188,3 +190,23 @@ async def test_the_reporter_escalates_confirms_and_sees_history(site):
     assert len(detail["photos"]) == 1 and len(detail["voices"]) == 1
     status, _, body = await live.request("GET", "/mp/v1/tickets", headers=site["bearer"](nurse))
     assert [t["number"] for t in json.loads(body)["tickets"]] == [number]
+
+
+async def test_labels_print_for_admins_and_the_hospitals_engineers(site):
+    import pypdf
+
+    live = site["live"]
+    engineer = await User.create(name="张工", role="engineer", hospital=site["first"], openid="oEng")
+    async with live.http.get(live.url("/mp/v1/labels/d:D0001/label.png"), headers=site["bearer"](engineer)) as resp:
+        assert resp.status == 200 and resp.content_type == "image/png"
+        with Image.open(io.BytesIO(await resp.read())) as label:
+            assert label.width > 200
+    async with live.http.get(live.url(f"/mp/v1/hospitals/{site['first'].id}/labels.pdf"),
+                             headers=site["bearer"](engineer)) as resp:
+        assert resp.status == 200 and resp.content_type == "application/pdf"
+        pdf = pypdf.PdfReader(io.BytesIO(await resp.read()))
+    assert "D0001" in pdf.pages[0].extract_text()
+    status, _, body = await live.request("GET", "/mp/v1/labels/d:D0001/label.png", headers=site["bearer"](site["nurse"]))
+    assert status == 403 and json.loads(body)["error"]["code"] == "label_printer_required"
+    status, _, _ = await live.request("GET", "/mp/v1/labels/d:NOPE/label.png", headers=site["bearer"](engineer))
+    assert status == 404

@@ -11,17 +11,9 @@ from repair import tickets
 from repair.messaging import TicketNotifier
 from repair.models import Device, Notification
 from repair.tickets import Actor, TicketRequest
-from tests.wechat_standin import WeChatStandIn
+from tests.conftest import STANDIN_APP_ID, STANDIN_APP_SECRET
 
-APP_ID, APP_SECRET = "wxnotifyapp00001", "notify-secret"
-
-
-@pytest.fixture
-async def standin():
-    s = WeChatStandIn(app_id=APP_ID, app_secret=APP_SECRET)
-    await s.start()
-    yield s
-    await s.stop()
+APP_ID, APP_SECRET = STANDIN_APP_ID, STANDIN_APP_SECRET
 
 
 @pytest.fixture

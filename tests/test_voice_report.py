@@ -8,18 +8,11 @@ import xmltodict
 from core.models import Hospital, MediaFile
 from repair.models import Device, Ticket, TicketAttachment
 from tests.wechat_messages import event_xml, sign, voice_xml
-from tests.wechat_standin import WeChatStandIn
+from tests.conftest import STANDIN_APP_ID, STANDIN_APP_SECRET
 
-TOKEN, APP_ID, APP_SECRET = "medwxtoken", "wxvoiceapp000001", "voice-secret"
+TOKEN = "medwxtoken"
+APP_ID, APP_SECRET = STANDIN_APP_ID, STANDIN_APP_SECRET
 AMR = b"#!AMR\n" + bytes([0x3C]) + b"\x00" * 31  # an AMR header and one frame
-
-
-@pytest.fixture
-async def standin():
-    s = WeChatStandIn(app_id=APP_ID, app_secret=APP_SECRET)
-    await s.start()
-    yield s
-    await s.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import socket
 import sys
 import time
 import uuid
@@ -23,6 +22,7 @@ from core.errors import BadRequest, UpstreamError, WeChatAPIError
 from core.redis import create_redis
 from core.settings import Settings
 from integrations.wechat import WeChatClient, jsapi_sign
+from tests.conftest import free_port
 from tests.wechat_standin import WeChatStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,12 +36,6 @@ def make_settings(base_url: str, **changes) -> Settings:
     values = dict(secret_key="t", wechat_app_id=APP_ID, wechat_app_secret=APP_SECRET, wechat_mp_app_id=MP_APP_ID,
                   wechat_mp_app_secret=MP_APP_SECRET, wechat_api_base=base_url)
     return Settings(**{**values, **changes})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
