@@ -27,6 +27,8 @@ def create_app(settings: Settings | None = None) -> Sanic:
     if not isinstance(settings, Settings):
         settings = Settings.from_env()
     configure_logging(settings.log_level)
+    if len(settings.secret_key) < 32:
+        log.warning("SECRET_KEY is shorter than 32 characters: links and sessions are easier to forge")
     app = Sanic("medwx", configure_logging=False)
     app.config.REQUEST_MAX_SIZE = 64 * 1024 * 1024  # uploads; the WeChat callback applies its own smaller limit
     app.config.FALLBACK_ERROR_FORMAT = "json"
