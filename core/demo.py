@@ -1,7 +1,8 @@
 """``python -m core demo``: demo data for a fresh installation, loaded only into a database without hospitals.
 
 The loaders live in the domains; core names them as strings and imports them at run time (like the model modules
-in ``core/db.py``), so core imports no domain. Each loader is ``async def () -> list[str]`` (lines to print).
+in ``core/db.py``), so core imports no domain. Each loader is ``async def (settings) -> list[str]`` (lines to
+print).
 """
 
 from __future__ import annotations
@@ -37,5 +38,5 @@ async def load_all(settings: Settings) -> list[str]:
         return ["demo data not loaded: the database already has hospitals"]
     lines: list[str] = []
     for spec in DEMO_LOADERS:
-        lines += await _loader(spec)()
+        lines += await _loader(spec)(settings)
     return lines

@@ -12,6 +12,7 @@ from tortoise.transactions import in_transaction
 
 from core import audit
 from core.models import Department, Hospital, InvitationCode, User
+from core.settings import Settings
 from repair import devices, groups
 from repair.service_groups import rebuild_service_groups
 
@@ -47,8 +48,9 @@ LAB_LINE = {"hospital": 0, "name": "检验科生化免疫流水线", "members": 
             "expected_models": ["AU5800", "AU5800", "DxI 800"]}
 
 
-async def load_demo() -> list[str]:
-    """Create the demo data when there is no hospital yet; lines saying what was made (empty when skipped)."""
+async def load_demo(settings: Settings | None = None) -> list[str]:
+    """Create the demo data when there is no hospital yet; lines saying what was made (empty when skipped).
+    With ``settings``, the lines also give repair-page links to try in a browser."""
     if await Hospital.exists():
         return []
     try:
@@ -62,7 +64,15 @@ async def load_demo() -> list[str]:
         f"demo: {len(made['hospitals'])} hospitals ({'、'.join(h.name for h in made['hospitals'])}), "
         f"{made['devices']} devices, device group '{LAB_LINE['name']}'",
         f"demo: invitation code {made['code']} (staff of {made['hospitals'][0].name}, valid 30 days)",
+        *(_try_links(settings) if settings else []),
     ]
+
+
+def _try_links(settings: Settings) -> list[str]:
+    """Repair-page links as a printed label carries them, for a first look without WeChat."""
+    from repair.labels import repair_link
+
+    return [f"demo: repair page of a device: {repair_link(settings, 'd:' + LAB_LINE['members'][0], printed=True)}"]
 
 
 async def _create(conn) -> dict:

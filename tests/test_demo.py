@@ -26,6 +26,7 @@ async def test_demo_data_is_loaded_once(db):
     code = await InvitationCode.get().prefetch_related("created_by", "hospital")
     assert (code.created_by.role, code.hospital.name) == ("admin", "滨江市第一人民医院")
     assert code.code in lines[1]
+    assert "/h5/repair?t=" in lines[2]  # a page to try in a browser
     for hospital in await Hospital.all():
         assert "owner" in {m.role for m in await members_of(hospital.id)}
     assert await ServiceGroup.filter(device_group_id=line.id).exists()
