@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 MODEL_MODULES = [
     "core.models",
     "repair.models",
+    "knowledge.models",
 ]
 MIGRATIONS_MODULE = "migrations"
 APP_LABEL = "models"
