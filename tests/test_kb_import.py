@@ -54,3 +54,37 @@ async def test_malformed_files_are_refused(db):
         report = await import_entries(data, name)
         assert not report.accepted and report.rows, name
     assert await KBEntry.all().count() == 0
+
+
+async def test_admins_import_and_export_over_the_api(serve, settings_for, database_url):
+    import aiohttp
+
+    from core import people
+    from core.models import User
+
+    live = await serve(settings_for(database_url))
+    admin = await User.create(name="管理员", role="admin", openid="oAdmin")
+    staff = await User.create(name="护士", role="staff", openid="oStaff")
+
+    def form(data: bytes, name: str) -> aiohttp.FormData:
+        f = aiohttp.FormData()
+        f.add_field("file", data, filename=name, content_type="application/json")
+        return f
+
+    def auth(user):
+        return {"Authorization": f"Bearer {people.session_token(live.app.ctx.settings, user)}"}
+
+    good = json.dumps([ENTRY], ensure_ascii=False).encode()
+    status, _, _ = await live.request("POST", "/mp/v1/admin/kb/import", data=form(good, "kb.json"),
+                                      headers=auth(staff))
+    assert status == 403
+    status, _, body = await live.request("POST", "/mp/v1/admin/kb/import", data=form(b"[{}]", "kb.json"),
+                                         headers=auth(admin))
+    assert status == 422 and json.loads(body)["error"]["details"]["rows"]
+    status, _, body = await live.request("POST", "/mp/v1/admin/kb/import", data=form(good, "kb.json"),
+                                         headers=auth(admin))
+    assert (status, json.loads(body)["created"]) == (200, 1)
+    assert [e.name for e in await live.app.ctx.events.read_after("0-0")] == ["kb.changed"]
+    status, _, body = await live.request("GET", "/mp/v1/admin/kb/export", params={"format": "json"},
+                                         headers=auth(admin))
+    assert status == 200 and json.loads(body)[0]["id"] == "vent-e05"
