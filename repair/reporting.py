@@ -52,7 +52,8 @@ def contact_line(name: str | None, phone: str | None) -> str:
 async def submit_report(settings: Settings, events: EventBus, target: Device | DeviceGroup, *, description: str,
                         uploads: Sequence[Upload] = (), member_ids: Iterable[int] = (), reporter: User | None = None,
                         reporter_openid: str | None = None, client_request_id: str | None = None,
-                        contact: str | None = None, channel: str = "h5") -> tuple[Ticket, bool]:
+                        contact: str | None = None, channel: str = "h5",
+                        tier: str | None = None) -> tuple[Ticket, bool]:
     """Open a ticket for ``target`` with its photos and voice clips; (ticket, created).
 
     ``contact`` (from ``contact_line``) heads the description of a reporter who is not signed in. A repeated
@@ -79,7 +80,7 @@ async def submit_report(settings: Settings, events: EventBus, target: Device | D
                              device=None if is_group else target, group=target if is_group else None,
                              member_device_ids=list(member_ids) if is_group else (), reporter=reporter,
                              reporter_openid=reporter_openid, client_request_id=client_request_id,
-                             attachments=attachments)
+                             attachments=attachments, tier=tier)
 
     # A repeat never stores its uploads again: open_ticket answers it with the first ticket before anything else.
     if client_request_id and await Ticket.exists(client_request_id=client_request_id):

@@ -90,6 +90,7 @@ class TicketRequest:
     reporter_openid: str | None = None
     client_request_id: str | None = None
     attachments: list[NewAttachment] = field(default_factory=list)
+    tier: str | None = None  # basic | advanced, when the robot already knows the kind of fault
 
 
 async def open_ticket(req: TicketRequest, *, events: EventBus, actor: Actor | None = None) -> tuple[Ticket, bool]:
@@ -108,7 +109,8 @@ async def open_ticket(req: TicketRequest, *, events: EventBus, actor: Actor | No
         number = await next_number(using_db=conn)
         ticket = await Ticket.create(
             number=number, hospital=req.hospital, device=req.device, group=req.group, kind=req.kind,
-            channel=req.channel, state=first_state, description=req.description.strip(), reporter=req.reporter,
+            channel=req.channel, state=first_state, description=req.description.strip(), tier=req.tier,
+            reporter=req.reporter,
             reporter_openid=req.reporter_openid, client_request_id=req.client_request_id, using_db=conn)
         if req.group is not None and req.member_device_ids:
             await ticket.member_devices.add(*await _members(req.group, req.member_device_ids), using_db=conn)
@@ -142,6 +144,8 @@ async def _validate(req: TicketRequest) -> None:
         raise Unprocessable("该设备组已停用", code="group_inactive")
     if req.kind not in ("repair", "preventive"):
         raise Unprocessable("未知的工单类型", code="bad_kind")
+    if req.tier not in (None, "basic", "advanced"):
+        raise Unprocessable("未知的故障级别", code="bad_tier")
 
 
 async def _members(group: DeviceGroup, device_ids: Iterable[int]) -> list[Device]:
