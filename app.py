@@ -116,10 +116,17 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
 
 def register_listeners(events: EventBus, settings: Settings, wechat: WeChatClient) -> None:
     """Every reaction to a domain event, in one place (adding a reaction = adding a listener here)."""
+    from knowledge.robot import KB
     from repair.messaging import TicketNotifier
     from repair.service_groups import rebuild_service_groups
 
     TicketNotifier(settings, wechat).register(events)
+    KB.expire()  # a new start (or a new database): read the knowledge base afresh
+
+    @events.on("kb.changed")
+    async def refresh_robot(event):
+        """Every worker answers from the new entries at its next question."""
+        KB.expire()
 
     @events.on("user.bound", once=True, group="repair.service-groups")
     async def join_service_group(event):

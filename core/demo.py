@@ -17,6 +17,7 @@ from core.settings import Settings
 
 DEMO_LOADERS = [
     "repair.demo:load_demo",
+    "knowledge.demo:load_demo",
 ]
 
 

@@ -155,9 +155,11 @@ async def bump_version(conn=None) -> int:
     return (await KBState.get(id=1).using_db(conn)).version
 
 
-async def current_version() -> int:
+async def current_version() -> tuple[int, str]:
+    """The version and the time of the last change: a database rebuilt from scratch (tests) restarts the count,
+    the time tells the two lineages apart."""
     state = await KBState.get_or_none(id=1)
-    return state.version if state else 0
+    return (state.version, state.changed_at.isoformat()) if state else (0, "")
 
 
 async def export_entries(fmt: str = "json") -> bytes:

@@ -19,6 +19,7 @@ from core import audit
 from core.errors import Conflict, NotFound, Unprocessable
 from core.events import EventBus
 from core.models import Hospital, MediaFile, User
+from core.textutil import storable
 from repair.models import Device, DeviceGroup, Ticket, TicketAttachment, TicketCounter, TicketTransition
 
 # to_state -> the states it may be reached from
@@ -109,7 +110,7 @@ async def open_ticket(req: TicketRequest, *, events: EventBus, actor: Actor | No
         number = await next_number(using_db=conn)
         ticket = await Ticket.create(
             number=number, hospital=req.hospital, device=req.device, group=req.group, kind=req.kind,
-            channel=req.channel, state=first_state, description=req.description.strip(), tier=req.tier,
+            channel=req.channel, state=first_state, description=storable(req.description).strip(), tier=req.tier,
             reporter=req.reporter,
             reporter_openid=req.reporter_openid, client_request_id=req.client_request_id, using_db=conn)
         if req.group is not None and req.member_device_ids:

@@ -69,7 +69,7 @@ async def test_signed_text_message_gets_a_passive_reply(live_everywhere):
     assert status == 200 and "xml" in headers["Content-Type"]
     reply = reply_of(body)
     assert reply["MsgType"] == "text" and reply["ToUserName"] == "oNurse1"
-    assert "扫描设备上的二维码" in reply["Content"]
+    assert "设备服务助手" in reply["Content"] and "转人工" in reply["Content"]  # the robot, with an empty KB
     user = await WechatUser.get(openid="oNurse1")
     assert user.last_interaction_at is not None  # opens the 48-hour customer-service window
 
@@ -183,7 +183,7 @@ async def test_an_answer_later_than_the_window_goes_out_as_customer_service_mess
 # -- what users send ---------------------------------------------------------------------------------------------
 async def test_voice_with_recognition_is_answered_like_text(live):
     reply = reply_of((await post(live, voice_xml("离心机不转了")))[2])
-    assert "扫描设备上的二维码" in reply["Content"]
+    assert "设备服务助手" in reply["Content"] and "转人工" in reply["Content"]  # the robot, with an empty KB
     reply = reply_of((await post(live, voice_xml(None)))[2])
     assert reply["Content"] == handlers.VOICE_UNCLEAR
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from core.demo import load_all
 from core.models import AuditEntry, Hospital, InvitationCode, User
+from knowledge.demo import SEED
 from repair.demo import load_demo
 from repair.models import Device, DeviceGroup, ServiceGroup
 from repair.service_groups import members_of
@@ -27,6 +30,8 @@ async def test_demo_data_is_loaded_once(db):
     assert (code.created_by.role, code.hospital.name) == ("admin", "滨江市第一人民医院")
     assert code.code in lines[1]
     assert "/h5/repair?t=" in lines[2]  # a page to try in a browser
+    shipped = len(json.loads(SEED.read_text()))
+    assert lines[3].startswith("demo: knowledge base") and f"新增 {shipped} 条" in lines[3]
     for hospital in await Hospital.all():
         assert "owner" in {m.role for m in await members_of(hospital.id)}
     assert await ServiceGroup.filter(device_group_id=line.id).exists()

@@ -1,0 +1,190 @@
+"""Top-1 accuracy and hand-off/decline rates of the robot's retrieval on the labelled query set, against a plain
+rapidfuzz baseline.
+
+    python bench/kb_eval.py          # evaluate (eval split) with the shipped calibration
+    python bench/kb_eval.py --fit    # first refit knowledge/data/calibration.json on the calibration split
+
+Run from the project root with the project's venv active. The query set is ``tests/data/kb_queries.jsonl``
+(``{"q","expect","lay","split"}``; ``expect`` an entry id, ``decline`` or ``handoff``), written apart from the
+knowledge base's variants. Calibration is fitted only on ``split == "calibration"``; every figure printed is on
+``split == "eval"``, a disjoint set of queries.
+
+The decision rule is the robot's: an explicit request for a person → hand-off; chit-chat → decline; confidence
+below RELEVANT_AT → decline; two entries of different devices within CLARIFY_MARGIN → clarify; below ANSWER_AT →
+hand-off as unsure; otherwise the top entry. A covered question counts as right only when the robot settles on
+its entry (confidence ≥ ANSWER_AT); an uncovered one when the robot declines.
+The baseline is ``rapidfuzz.process.extractOne(q, questions, scorer=WRatio)``: always an entry, never declines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rapidfuzz import fuzz, process  # noqa: E402
+
+from knowledge import retrieval  # noqa: E402
+from knowledge.retrieval import KBEntry, Index  # noqa: E402
+
+SEED = ROOT / "knowledge" / "data" / "kb_seed.json"
+QUERIES = ROOT / "tests" / "data" / "kb_queries.jsonl"
+
+
+def load_entries(path: Path = SEED) -> list[KBEntry]:
+    return [KBEntry(id=e["id"], device_type=e["device_type"], question=e["question"], variants=tuple(e["variants"]),
+                    answer=e["answer"], tier=e["tier"], docs=tuple(e["docs"]), videos=tuple(e["videos"]))
+            for e in json.loads(path.read_text(encoding="utf-8"))]
+
+
+def load_queries(path: Path = QUERIES) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def decide(index: Index, text: str, device_type: str | None = None) -> tuple[str, str | None]:
+    """(kind, entry id): kind is answer | unsure | clarify | handoff | decline — the robot's rule."""
+    if not retrieval.normalise_for_check(text):
+        return "decline", None
+    if retrieval.wants_person(text):
+        return "handoff", None
+    if retrieval.is_chitchat(text):
+        return "decline", None
+    matches = index.search(text, device_type=device_type, limit=3)
+    if not matches or matches[0].confidence < retrieval.RELEVANT_AT:
+        return "decline", None
+    best = matches[0]
+    if device_type is None and len(matches) > 1:
+        second = matches[1]
+        if (second.entry.device_type != best.entry.device_type
+                and best.confidence - second.confidence < retrieval.CLARIFY_MARGIN
+                and second.confidence >= retrieval.RELEVANT_AT):
+            return "clarify", best.entry.id
+    if best.confidence < retrieval.ANSWER_AT:
+        return "unsure", best.entry.id
+    return "answer", best.entry.id
+
+
+def fit(index: Index, rows: list[dict], *, steps: int = 4000, rate: float = 0.5, l2: float = 1e-3) -> dict:
+    """Logistic regression (plain gradient descent) from the score features to "the top entry is right"."""
+    xs, ys = [], []
+    for row in rows:
+        if row["expect"] == "handoff" or retrieval.wants_person(row["q"]) or retrieval.is_chitchat(row["q"]):
+            continue  # never reaches the index in the robot
+        scored = index.score(row["q"])
+        if not scored:
+            continue
+        xs.append(retrieval.features(scored[0], scored[1] if len(scored) > 1 else None))
+        ys.append(1.0 if index.entries[scored[0].entry].id == row["expect"] else 0.0)
+    k = len(retrieval.FEATURES)
+    w, b = [0.0] * k, 0.0
+    for _ in range(steps):
+        gw, gb = [0.0] * k, 0.0
+        for x, y in zip(xs, ys):
+            p = retrieval.probability({"weights": w, "bias": b}, x)
+            for j in range(k):
+                gw[j] += (p - y) * x[j]
+            gb += p - y
+        n = len(xs)
+        w = [wj - rate * (g / n + l2 * wj) for wj, g in zip(w, gw)]
+        b -= rate * gb / n
+    brier = sum((retrieval.probability({"weights": w, "bias": b}, x) - y) ** 2 for x, y in zip(xs, ys)) / len(xs)
+    return {"features": list(retrieval.FEATURES), "weights": [round(v, 4) for v in w], "bias": round(b, 4),
+            "fitted_on": "tests/data/kb_queries.jsonl split=calibration", "samples": len(xs),
+            "positives": int(sum(ys)), "brier": round(brier, 4)}
+
+
+def evaluate(index: Index, rows: list[dict]) -> dict:
+    covered = [r for r in rows if r["expect"] not in ("decline", "handoff")]
+    lay = [r for r in covered if r["lay"]]
+    uncovered = [r for r in rows if r["expect"] == "decline"]
+    person = [r for r in rows if r["expect"] == "handoff"]
+    outcome = {id(r): decide(index, r["q"]) for r in rows}
+    raw_top = {id(r): (index.search(r["q"], limit=1) or [None])[0] for r in covered}
+
+    def right(r):
+        kind, eid = outcome[id(r)]
+        return kind == "answer" and eid == r["expect"]
+
+    def rate(subset, ok):
+        return sum(1 for r in subset if ok(r)) / max(1, len(subset))
+
+    return {
+        "covered": (rate(covered, right), len(covered)),
+        "lay": (rate(lay, right), len(lay)),
+        "covered_top1_raw": (rate(covered, lambda r: raw_top[id(r)] is not None
+                                  and raw_top[id(r)].entry.id == r["expect"]), len(covered)),
+        "covered_wrong_answer": (rate(covered, lambda r: outcome[id(r)][0] == "answer" and not right(r)),
+                                 len(covered)),
+        "decline": (rate(uncovered, lambda r: outcome[id(r)][0] == "decline"), len(uncovered)),
+        "not_answered": (rate(uncovered, lambda r: outcome[id(r)][0] != "answer"), len(uncovered)),
+        "handoff": (rate(person, lambda r: outcome[id(r)][0] == "handoff"), len(person)),
+        "misses": [(r["q"], r["expect"], outcome[id(r)]) for r in rows
+                   if (r["expect"] == "decline" and outcome[id(r)][0] != "decline")
+                   or (r["expect"] == "handoff" and outcome[id(r)][0] != "handoff")
+                   or (r["expect"] not in ("decline", "handoff") and not right(r))],
+    }
+
+
+def baseline(entries: list[KBEntry], rows: list[dict]) -> dict:
+    questions = [e.question for e in entries]
+
+    def top(q):
+        return entries[process.extractOne(q, questions, scorer=fuzz.WRatio)[2]].id
+
+    covered = [r for r in rows if r["expect"] not in ("decline", "handoff")]
+    lay = [r for r in covered if r["lay"]]
+    return {"covered": (sum(top(r["q"]) == r["expect"] for r in covered) / len(covered), len(covered)),
+            "lay": (sum(top(r["q"]) == r["expect"] for r in lay) / max(1, len(lay)), len(lay)),
+            "decline": (0.0, sum(r["expect"] == "decline" for r in rows)),
+            "handoff": (0.0, sum(r["expect"] == "handoff" for r in rows))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fit", action="store_true", help="refit knowledge/data/calibration.json first")
+    parser.add_argument("--misses", action="store_true", help="list the eval queries the engine got wrong")
+    args = parser.parse_args()
+    entries = load_entries()
+    rows = load_queries()
+    calibration_rows = [r for r in rows if r["split"] == "calibration"]
+    eval_rows = [r for r in rows if r["split"] == "eval"]
+    assert not {r["q"] for r in calibration_rows} & {r["q"] for r in eval_rows}, "splits overlap"
+    index = Index.build(entries)
+    if args.fit:
+        fitted = fit(index, calibration_rows)
+        retrieval.CALIBRATION.write_text(json.dumps(fitted, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        index = Index.build(entries, calibration=fitted)
+        print(f"fitted {retrieval.CALIBRATION.relative_to(ROOT)}: {fitted}")
+    ours, base = evaluate(index, eval_rows), baseline(entries, eval_rows)
+    print(f"$ python bench/kb_eval.py{' --fit' if args.fit else ''}")
+    print(f"knowledge base: {len(entries)} entries; queries: {len(rows)} "
+          f"(calibration split {len(calibration_rows)}, eval split {len(eval_rows)}, disjoint; figures on eval)")
+    print(f"thresholds: ANSWER_AT={retrieval.ANSWER_AT} RELEVANT_AT={retrieval.RELEVANT_AT} "
+          f"CLARIFY_MARGIN={retrieval.CLARIFY_MARGIN}; calibration {index.calibration.get('weights')} "
+          f"bias {index.calibration.get('bias')}")
+    print(f"{'metric':<44}{'medwx':>10}{'baseline':>10}{'n':>6}  target")
+    lines = [("top-1 answered right, covered", "covered", "≥ 95%"),
+             ("top-1 answered right, lay wording", "lay", "≥ 85%"),
+             ("correct decline, uncovered", "decline", "≥ 90%"),
+             ("hand-off, explicit person requests", "handoff", "100%")]
+    for label, key, target in lines:
+        value, n = ours[key]
+        print(f"{label:<44}{value:>10.1%}{base[key][0]:>10.1%}{n:>6}  {target}")
+    for label, key in (("  (raw top-1 ignoring thresholds, covered)", "covered_top1_raw"),
+                       ("  (wrong entry answered, covered)", "covered_wrong_answer"),
+                       ("  (not answered: decline/unsure/clarify, uncovered)", "not_answered")):
+        value, n = ours[key]
+        print(f"{label:<44}{value:>10.1%}{'':>10}{n:>6}")
+    if args.misses:
+        for q, expect, got in ours["misses"]:
+            print(f"  miss: {q!r} expected {expect} got {got}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,316 @@
+"""The robot's retrieval: which knowledge-base entry answers a question, and how sure that is.
+
+Pure Python over ``KBEntry`` values (no database): the caller builds an ``Index`` from the active entries and
+rebuilds it when the knowledge base changes.
+
+Search, per question:
+1. fold and segment it (``knowledge.text``);
+2. candidates from an inverted index — words (jieba + domain dictionary) and character bigrams, each weighted by
+   its IDF — so only entries sharing something with the question are scored;
+3. each candidate scored over its question and variants: IDF-weighted word overlap (what carries lay wording),
+   bigram overlap, and rapidfuzz (token-set on words, plain ratio on characters); plus how much of the question
+   the entry covers across all its texts;
+4. a calibrated confidence: a logistic mapping from (score, margin to the next entry, coverage) fitted on the
+   calibration split of ``tests/data/kb_queries.jsonl`` (``bench/kb_eval.py --fit`` writes
+   ``data/calibration.json``), i.e. the estimated probability that this entry is the right one.
+
+Thresholds for the caller: answer at ``ANSWER_AT``; between ``RELEVANT_AT`` and it, hand off as "relevant but
+unsure"; two entries of different devices within ``CLARIFY_MARGIN`` of each other → ask which device.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from heapq import nlargest
+from pathlib import Path
+from typing import Iterable
+
+from rapidfuzz import fuzz
+
+from knowledge.text import bigrams, normalise, tokens_of_normalised
+
+CALIBRATION = Path(__file__).parent / "data" / "calibration.json"
+
+ANSWER_AT = 0.70  # confidence at which the robot answers (chosen on the calibration split)
+RELEVANT_AT = 0.50  # below this nothing is close enough: decline (say what the robot can do)
+CLARIFY_MARGIN = 0.15  # top two of different devices closer than this (no device known) → ask which device
+DEVICE_BOOST = 0.06  # score added to entries of the device just scanned: breaks ties, never excludes others
+
+CANDIDATES = 16  # entries scored in full after the inverted-index pass
+_COMMON = 0.06  # a term in more than this share of entries is too common to propose candidates by itself
+_UNKNOWN_WEIGHT = 0.55  # weight of a question word the knowledge base never uses, relative to the rarest word
+_BIGRAM_WEIGHT = 0.35  # bigrams only help find candidates; words decide
+
+DEVICE_LABELS = {
+    "ventilator": "呼吸机", "monitor": "监护仪", "infusion_pump": "输液泵", "syringe_pump": "注射泵",
+    "centrifuge": "离心机", "biochemistry_analyser": "生化分析仪", "blood_gas_analyser": "血气分析仪",
+    "defibrillator": "除颤仪", "autoclave": "高压灭菌器", "disinfection_cabinet": "消毒柜",
+    "anaesthesia_machine": "麻醉机", "immunoassay_analyser": "免疫分析仪", "haematology_analyser": "血细胞分析仪",
+    "ultrasound": "超声诊断仪", "ecg": "心电图机", "endoscope": "内窥镜",
+}
+
+
+# Names people use for a device in a question → its type code. Types without entries are here on purpose: a
+# question about a B超 must not be answered from a 监护仪 entry.
+_DEVICE_NAMES = {
+    "呼吸机": "ventilator", "监护仪": "monitor", "输液泵": "infusion_pump", "注射泵": "syringe_pump",
+    "离心": "centrifuge", "生化": "biochemistry_analyser", "血气": "blood_gas_analyser", "除颤": "defibrillator",
+    "灭菌器": "autoclave", "消毒柜": "disinfection_cabinet", "麻醉机": "anaesthesia_machine",
+    "心电图机": "ecg", "b超": "ultrasound", "超声": "ultrasound", "ct": "ct", "内镜": "endoscope",
+    "内窥镜": "endoscope", "血糖仪": "glucose_meter", "制氧机": "oxygen_concentrator", "雾化器": "nebuliser",
+    "体重秤": "scale", "轮椅": "wheelchair", "病床": "bed", "打印机": "printer", "电脑": "computer",
+    "空调": "air_conditioner", "电梯": "lift",
+}
+_DEVICE_NAME_RE = re.compile("|".join(re.escape(n) for n in sorted(_DEVICE_NAMES, key=len, reverse=True)))
+# Clinical decisions are never the robot's: such a question must not borrow a device entry's answer.
+_CLINICAL = re.compile(r"吃什么药|用什么药|吃药|用药|插管|多少焦|剂量|潮气量|诊断|治疗|要不要(?:插|用|吃|打|上)")
+DEVICE_MISMATCH = 0.2  # score taken from entries of another device than the one the question names
+CLINICAL_FACTOR = 0.5  # score kept by every entry for a clinical-decision question
+
+
+def mentioned_devices(norm: str) -> set[str]:
+    """Type codes of the devices a normalised question names (``"离心机盖子" → {"centrifuge"}``)."""
+    return {_DEVICE_NAMES[m.group(0)] for m in _DEVICE_NAME_RE.finditer(norm)}
+
+
+def device_label(device_type: str) -> str:
+    """What people call a device type ("ventilator" → "呼吸机"); an unknown type as written."""
+    return DEVICE_LABELS.get(device_type, device_type)
+
+
+@dataclass(frozen=True)
+class KBEntry:
+    id: str
+    device_type: str
+    question: str
+    variants: tuple[str, ...]
+    answer: str
+    tier: str
+    docs: tuple[dict, ...] = ()
+    videos: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class Match:
+    entry: KBEntry
+    confidence: float  # calibrated 0..1: the estimated probability that this is the right entry
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Raw evidence for one candidate (what calibration maps to a confidence)."""
+
+    entry: int
+    score: float  # 0..~1.1
+    coverage: float  # share of the question's weight found anywhere in the entry
+
+
+def normalise_for_check(text: str) -> str:
+    """The folded question, ``""`` when nothing readable is left (only emoji, punctuation, control characters)."""
+    return normalise(text)
+
+
+# --- person requests and chit-chat ------------------------------------------------------------------------------
+
+_PERSON = re.compile(
+    r"人工(?!鼻|气道|呼吸|智能|通气|皮肤)|真人|人公|客服|设备科|维修科|工程师|工程狮|攻城狮|维修师傅|师傅|维修人员|技术员"
+    r"|报修|报个修|报休|(?:要|帮我|我想|申请)保修|上门|有人吗|有没有人|(?:找|叫|派|来|要|喊|请)(?:个|一个|一位|位)?人"
+    r"|打电话给|电话多少")
+
+_CHITCHAT = re.compile(
+    r"^(?:你好|您好|嗨|哈喽|hello|hi|hey|在吗|在不在|谢谢|多谢|感谢|辛苦|再见|拜拜|bye|早上好|早安|中午好|下午好|晚上好|晚安"
+    r"|哈+|呵+|嘿+|好的|好吧|嗯+|哦+|ok|收到|吃饭了吗|吃了吗)"
+    r"|天气|下雨|下雪|气温|笑话|段子|聊天|聊聊|无聊|你是谁|你叫什么|你是机器人|你几岁|你多大|你会什么|你能干什么|你喜欢")
+
+_DEVICE_WORDS = re.compile("|".join(sorted(
+    {re.escape(n) for n in (*DEVICE_LABELS.values(), *_DEVICE_NAMES)}
+    | {"报警", "故障", "坏", "设备", r"e-\d", r"err-\d"}, key=len, reverse=True)))
+
+
+def wants_person(text: str) -> bool:
+    """An explicit request for a person: 转人工, 人工客服, 找人, 报修, 叫/派工程师, 上门, … (typos included)."""
+    return bool(_PERSON.search(normalise(text)))
+
+
+def is_chitchat(text: str) -> bool:
+    """Greetings, thanks, jokes, weather, questions about the robot — nothing about a device."""
+    norm = normalise(text)
+    if not norm or _DEVICE_WORDS.search(norm):
+        return False
+    return bool(_CHITCHAT.search(norm))
+
+
+# --- calibration ------------------------------------------------------------------------------------------------
+
+FEATURES = ("score", "margin", "coverage")
+_DEFAULT_CALIBRATION = {"weights": [9.0, 6.0, 3.0], "bias": -8.0}
+
+
+def features(best: Scored, other: Scored | None) -> list[float]:
+    margin = best.score - (other.score if other else 0.0)
+    return [best.score, margin, best.coverage]
+
+
+def load_calibration(path: Path = CALIBRATION) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if len(data["weights"]) == len(FEATURES):
+            return data
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return _DEFAULT_CALIBRATION
+
+
+def probability(calibration: dict, feats: list[float]) -> float:
+    z = calibration["bias"] + sum(w * x for w, x in zip(calibration["weights"], feats))
+    z = max(-30.0, min(30.0, z))
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+# --- the index --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Text:
+    chars: str  # normalised, without spaces: for character-level fuzz
+    words: str  # tokens joined by spaces: for token-set fuzz
+    token_set: frozenset[str]
+    weight: float  # summed IDF of token_set
+    gram_set: frozenset[str]  # character bigrams: survive segmentation differences ("测不出" / "测不出来")
+    gram_weight: float
+
+
+class Index:
+    def __init__(self, entries: list[KBEntry], texts: list[list[_Text]], entry_tokens: list[frozenset[str]],
+                 postings: dict[str, list[int]], idf: dict[str, float], gram_idf: dict[str, float],
+                 calibration: dict) -> None:
+        self._gram_idf = gram_idf
+        self.entries = entries
+        self._texts = texts
+        self._entry_tokens = entry_tokens
+        self._postings = postings
+        self._idf = idf
+        self._unknown = _UNKNOWN_WEIGHT * max(idf.values(), default=1.0)
+        self._common = max(8, int(len(entries) * _COMMON))
+        self.calibration = calibration
+
+    @classmethod
+    def build(cls, entries: Iterable[KBEntry], *, calibration: dict | None = None) -> "Index":
+        listed = list(entries)
+        raw_texts: list[list[tuple[str, list[str]]]] = []
+        postings: dict[str, set[int]] = defaultdict(set)
+        entry_tokens: list[frozenset[str]] = []
+        for i, entry in enumerate(listed):
+            per_entry = []
+            words: set[str] = set()
+            label = device_label(entry.device_type)
+            for text in (entry.question, *entry.variants):
+                norm = normalise(text)
+                toks = tokens_of_normalised(norm)
+                per_entry.append((norm, toks))
+                words.update(toks)
+                for gram in bigrams(norm):
+                    postings["\x01" + gram].add(i)
+            # The device's own name counts for the entry even where a variant says "it".
+            words.update(tokens_of_normalised(normalise(label)))
+            for word in words:
+                postings[word].add(i)
+            entry_tokens.append(frozenset(words))
+            raw_texts.append(per_entry)
+        n = max(1, len(listed))
+        idf = {term: math.log((n + 1) / (len(ids) + 0.5)) + 0.1 for term, ids in postings.items()}
+        gram_idf = {term[1:]: w for term, w in idf.items() if term.startswith("\x01")}
+        texts = []
+        for per_entry in raw_texts:
+            built = []
+            for norm, toks in per_entry:
+                grams = frozenset(bigrams(norm))
+                built.append(_Text(chars=norm.replace(" ", ""), words=" ".join(toks), token_set=frozenset(toks),
+                                   weight=sum(idf.get(t, 0.0) for t in set(toks)) or 1.0, gram_set=grams,
+                                   gram_weight=sum(gram_idf.get(g, 0.0) for g in grams) or 1.0))
+            texts.append(built)
+        frozen = {term: sorted(ids) for term, ids in postings.items()}
+        return cls(listed, texts, entry_tokens, frozen, idf, gram_idf,
+                   calibration if calibration is not None else load_calibration())
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _gram_weight(self, gram: str) -> float:
+        return self._gram_idf.get(gram, self._unknown)
+
+    def _weight(self, token: str) -> float:
+        return self._idf.get(token, self._unknown)
+
+    def score(self, text: str, *, device_type: str | None = None) -> list[Scored]:
+        """Every candidate's raw evidence, best first (calibration and the benches read this)."""
+        norm = normalise(text)
+        toks = tokens_of_normalised(norm)
+        if not toks:
+            return []
+        qset = set(toks)
+        q_weight = sum(self._weight(t) for t in qset)
+        grams = bigrams(norm)
+        acc: dict[int, float] = defaultdict(float)
+        for term in qset:
+            ids = self._postings.get(term)
+            if ids and len(ids) <= self._common:
+                w = self._idf[term]
+                for i in ids:
+                    acc[i] += w
+        for gram in grams:
+            ids = self._postings.get("\x01" + gram)
+            if ids and len(ids) <= self._common:
+                w = _BIGRAM_WEIGHT * self._idf["\x01" + gram]
+                for i in ids:
+                    acc[i] += w
+        if not acc:
+            return []
+        g_weight = sum(self._gram_weight(g) for g in grams) or 1.0
+        named = mentioned_devices(norm)
+        clinical = bool(_CLINICAL.search(norm))
+        q_chars = norm[:200].replace(" ", "")
+        q_words = " ".join(toks)
+        out = []
+        for i in nlargest(CANDIDATES, acc, key=acc.__getitem__):
+            best_text = 0.0
+            for t in self._texts[i]:
+                shared = sum(self._weight(w) for w in qset & t.token_set)
+                q_cov = shared / q_weight
+                t_cov = shared / t.weight
+                overlap = 2 * q_cov * t_cov / (q_cov + t_cov) if shared else 0.0
+                g_shared = sum(self._gram_weight(g) for g in grams & t.gram_set)
+                g_cov = g_shared / g_weight
+                gt_cov = g_shared / t.gram_weight
+                g_overlap = 2 * g_cov * gt_cov / (g_cov + gt_cov) if g_shared else 0.0
+                fz = max(fuzz.token_set_ratio(q_words, t.words), fuzz.ratio(q_chars, t.chars)) / 100.0
+                best_text = max(best_text, 0.4 * overlap + 0.3 * g_overlap + 0.3 * fz)
+            coverage = sum(self._weight(w) for w in qset & self._entry_tokens[i]) / q_weight
+            score = 0.75 * best_text + 0.25 * coverage
+            entry_type = self.entries[i].device_type
+            if named and entry_type not in named:
+                score -= DEVICE_MISMATCH
+            if device_type and entry_type == device_type:
+                score += DEVICE_BOOST
+            if clinical:
+                score *= CLINICAL_FACTOR
+            out.append(Scored(i, score, coverage))
+        out.sort(key=lambda s: s.score, reverse=True)
+        return out
+
+    def search(self, text: str, *, device_type: str | None = None, limit: int = 5) -> list[Match]:
+        """Entries best first, each with its calibrated confidence. ``device_type`` (from a recent scan) boosts
+        that type's entries; it doesn't exclude others."""
+        scored = self.score(text, device_type=device_type)
+        matches = []
+        for rank, s in enumerate(scored[:max(0, limit)]):
+            # The margin is to the best other entry: negative for all but the first.
+            if rank == 0:
+                other = scored[1] if len(scored) > 1 else None
+            else:
+                other = scored[0]
+            matches.append(Match(self.entries[s.entry], probability(self.calibration, features(s, other))))
+        return matches

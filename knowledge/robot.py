@@ -1,0 +1,188 @@
+"""``answer(text, ctx)``: what the robot says to a question, graded by the hospital's needs.
+
+- an explicit request for a person ("转人工", "报修", "叫工程师") → ``handoff``;
+- chit-chat, or nothing in the knowledge base close enough → ``decline`` (a short reply saying what the robot does);
+- two entries for different devices nearly tied, no device known → ``clarify`` ("which device?", once);
+- a confident ``basic`` entry → ``answer`` with its documents and a video course, then "was this helpful?";
+- an ``advanced`` entry, or a relevant but unsure match → ``handoff`` to the remote service centre.
+
+Conversation state per person lives in Redis for ten minutes: a pending clarification or feedback question.
+Every question is logged with the choice, the confidence and, later, the feedback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+from core.redis import Redis
+from core.textutil import storable
+from knowledge import retrieval
+from knowledge.entries import current_version
+from knowledge.models import KBEntry, QuestionLog
+
+STATE_TTL = 600
+MAX_QUESTION = 500  # characters searched; the rest of a long message is noise for retrieval
+REFRESH_EVERY = 2.0  # seconds between a worker's checks of the knowledge-base version
+HELPFUL = {"1", "有用", "有帮助", "解决了", "好了", "谢谢"}
+UNHELPFUL = {"2", "没用", "没帮助", "没有帮助", "不行", "没解决", "还是不行"}
+
+CAN_DO = ("我是设备服务助手，可以解答设备的常见故障（例如“呼吸机报警E-05怎么办”），"
+          "也可以帮您报修：扫描设备二维码，或回复“转人工”。")
+ASK_FEEDBACK = "这个回答有帮助吗？回复 1 有帮助，2 没帮助。"
+
+
+@dataclass(frozen=True)
+class Answer:
+    kind: str  # answer | clarify | handoff | decline
+    text: str
+    entry_id: str | None = None
+    confidence: float | None = None
+    docs: tuple = ()
+    videos: tuple = ()
+    log_id: int | None = None
+    tier: str | None = None  # of the entry chosen: a hand-off's ticket knows what kind of fault it is
+
+
+@dataclass
+class AskContext:
+    openid: str
+    redis: Redis
+    device_type: str | None = None  # from a recent scan
+    device_name: str | None = None
+    hospital_id: int | None = None
+
+
+@dataclass
+class KnowledgeIndex:
+    """This worker's index, rebuilt when the knowledge base's version changes (any worker, or a command)."""
+
+    index: retrieval.Index | None = None
+    source: tuple = ()  # the knowledge base's version and time of change
+    checked_at: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def current(self) -> retrieval.Index:
+        if self.index is not None and time.monotonic() - self.checked_at < REFRESH_EVERY:
+            return self.index
+        async with self._lock:
+            if self.index is not None and time.monotonic() - self.checked_at < REFRESH_EVERY:
+                return self.index
+            source = await current_version()
+            if source != self.source or self.index is None:
+                entries = [retrieval.KBEntry(id=e.id, device_type=e.device_type, question=e.question,
+                                             variants=tuple(e.variants), answer=e.answer, tier=e.tier,
+                                             docs=tuple(e.docs), videos=tuple(e.videos))
+                           for e in await KBEntry.filter(active=True)]
+                # Building is CPU work (10,000 entries take seconds): keep it off the event loop.
+                self.index = await asyncio.to_thread(retrieval.Index.build, entries)
+                self.source = source
+            self.checked_at = time.monotonic()
+            return self.index
+
+    def expire(self) -> None:
+        """A ``kb.changed`` event: look again at the next question."""
+        self.checked_at = 0.0
+
+
+KB = KnowledgeIndex()  # this worker's
+
+
+def _state_key(openid: str) -> str:
+    return f"bot:conv:{openid}"
+
+
+async def _state(ctx: AskContext) -> dict:
+    raw = await ctx.redis.get(_state_key(ctx.openid))
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+
+
+async def _remember(ctx: AskContext, state: dict | None) -> None:
+    if state:
+        await ctx.redis.set(_state_key(ctx.openid), json.dumps(state, ensure_ascii=False), ex=STATE_TTL)
+    else:
+        await ctx.redis.delete(_state_key(ctx.openid))
+
+
+async def answer(text: str, ctx: AskContext, kb: KnowledgeIndex = KB) -> Answer:
+    said = (text or "").strip()
+    state = await _state(ctx)
+    if state.get("pending") == "feedback" and said in HELPFUL | UNHELPFUL:
+        return await _feedback(ctx, state, helpful=said in HELPFUL)
+    if state.get("pending") == "clarify" and said.isdigit() and 1 <= int(said) <= len(state.get("options", [])):
+        await _remember(ctx, None)
+        chosen = state["options"][int(said) - 1]
+        return await _respond(ctx, state.get("question", ""), kb, device_type=chosen, clarified=True)
+    return await _respond(ctx, said, kb, device_type=ctx.device_type)
+
+
+async def _respond(ctx: AskContext, said: str, kb: KnowledgeIndex, *, device_type: str | None,
+                   clarified: bool = False) -> Answer:
+    if not retrieval.normalise_for_check(said):
+        return await _log(ctx, said, Answer("decline", "请用文字描述设备和故障现象。" + CAN_DO), device_type)
+    if retrieval.wants_person(said):
+        return await _log(ctx, said, Answer("handoff", _handoff_text(ctx)), device_type)
+    if retrieval.is_chitchat(said):
+        return await _log(ctx, said, Answer("decline", CAN_DO), device_type)
+    index = await kb.current()
+    matches = index.search(said[:MAX_QUESTION], device_type=device_type, limit=3)
+    if not matches or matches[0].confidence < retrieval.RELEVANT_AT:
+        return await _log(ctx, said, Answer("decline", "抱歉，这个问题我还不会回答。" + CAN_DO), device_type)
+    best = matches[0]
+    if not clarified and device_type is None and len(matches) > 1:
+        second = matches[1]
+        if (second.entry.device_type != best.entry.device_type
+                and best.confidence - second.confidence < retrieval.CLARIFY_MARGIN
+                and second.confidence >= retrieval.RELEVANT_AT):
+            options = [best.entry.device_type, second.entry.device_type]
+            await _remember(ctx, {"pending": "clarify", "options": options, "question": said})
+            labels = "，".join(f"{i} {retrieval.device_label(t)}" for i, t in enumerate(options, 1))
+            return await _log(ctx, said, Answer("clarify", f"请问是哪台设备？回复 {labels}。",
+                                                confidence=best.confidence), device_type)
+    entry = best.entry
+    if entry.tier == "advanced" or best.confidence < retrieval.ANSWER_AT:
+        reason = "该问题需要工程师处理。" if entry.tier == "advanced" else "我不太确定答案。"
+        return await _log(ctx, said, Answer("handoff", reason + _handoff_text(ctx), entry_id=entry.id,
+                                            confidence=best.confidence, tier=entry.tier), device_type)
+    reply = Answer("answer", _answer_text(entry), entry_id=entry.id, confidence=best.confidence,
+                   docs=entry.docs, videos=entry.videos[:1], tier=entry.tier)
+    logged = await _log(ctx, said, reply, device_type)
+    await _remember(ctx, {"pending": "feedback", "log_id": logged.log_id, "entry_id": entry.id})
+    return logged
+
+
+def _answer_text(entry: retrieval.KBEntry) -> str:
+    parts = [entry.answer.strip()]
+    if entry.docs:
+        parts.append("参考资料：" + "；".join(d["title"] for d in entry.docs))
+    if entry.videos:
+        parts.append(f"推荐视频课程：{entry.videos[0]['title']}")
+    parts.append(ASK_FEEDBACK)
+    return "\n".join(parts)
+
+
+def _handoff_text(ctx: AskContext) -> str:
+    if ctx.device_name:
+        return f"已为您转接远程服务中心（设备：{ctx.device_name}），客服会尽快联系您。"
+    return "已为您转接远程服务中心。为便于客服了解设备，请扫描设备上的二维码报修。"
+
+
+async def _feedback(ctx: AskContext, state: dict, *, helpful: bool) -> Answer:
+    await _remember(ctx, None)
+    if state.get("log_id"):
+        await QuestionLog.filter(id=state["log_id"]).update(feedback="helpful" if helpful else "unhelpful")
+    if helpful:
+        return Answer("decline", "感谢反馈！如还有问题，请随时提问。", entry_id=state.get("entry_id"))
+    return Answer("handoff", "抱歉没能帮到您。" + _handoff_text(ctx), entry_id=state.get("entry_id"))
+
+
+async def _log(ctx: AskContext, said: str, reply: Answer, device_type: str | None) -> Answer:
+    row = await QuestionLog.create(openid=ctx.openid, text=storable(said)[:2000], device_type=device_type,
+                                   kind=reply.kind,
+                                   entry_id=reply.entry_id, confidence=reply.confidence)
+    return Answer(**{**reply.__dict__, "log_id": row.id})

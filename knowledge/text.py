@@ -1,0 +1,153 @@
+"""Text folding and segmentation for the robot's retrieval.
+
+``normalise`` makes the many ways people type one question into one string: full-width → half-width (NFKC),
+case folded, punctuation/emoji/control characters turned into spaces, error codes in one form (``E05``, ``e-05``,
+``Ｅ－０５``, ``E 05`` → ``e-05``; ``Err 12``, ``ERR-12``, ``错误码12`` → ``err-12``), and the typo/lay-word map
+(``data/typos.txt``) applied. ``tokens`` segments with jieba and the domain dictionary (``data/domain_dict.txt``),
+keeping error codes whole and dropping stop words.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+
+import jieba
+
+DATA = Path(__file__).parent / "data"
+DOMAIN_DICT = DATA / "domain_dict.txt"
+TYPOS = DATA / "typos.txt"
+
+MAX_INPUT = 4000  # characters folded: a pasted log should not cost more than a question
+MAX_TOKENISED = 200  # characters segmented: past this a message is noise for retrieval
+
+# "e" must not be the end of an English word ("code 05"), hence the look-behind on letters.
+_CODE = re.compile(
+    r"(?<![a-z])(err(?:or)?|er|e|错误代码|错误码|故障码|错误)\s*[-_:#]?\s*0*(\d{1,4})(?![0-9])")
+_CODE_TOKEN = re.compile(r"(?:err|e)-\d{2,4}")
+_SPACES = re.compile(r"\s+")
+
+STOP_WORDS = frozenset("""
+的 了 吗 呢 啊 吧 呀 哦 嘛 么 啦 哈 嗯 喔 哎 唉 诶 这 那 这个 那个 这台 那台 一下 一台 台 个 请问 请 麻烦 您 你 我 我们
+他 她 它 是 就 都 还 也 又 在 有 和 与 跟 及 会 要 能 可以 怎么 怎么办 怎样 如何 咋 咋办 咋整 为什么 什么 啥 该 应该 一直 老是
+总是 突然 现在 刚才 今天 了吗 没 得 地 着 过 把 被 让 给 上 下 里 中 时 时候 后 之后 然后 但是 可是 因为 所以 如果 the a
+机器 东西 说 显示 提示 出现 好像 是不是 怎么回事 咋回事 意思 问题 用不了 不行 弄 处理 办 一点 有点 很 太 好多 老 那块 那个
+to is of and
+""".split())
+
+
+def _load_typos() -> tuple[re.Pattern | None, dict[str, str]]:
+    pairs: dict[str, str] = {}
+    for line in TYPOS.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        wrong, _, right = line.partition("\t")
+        wrong, right = _fold(wrong.strip()), right.strip()
+        if wrong and right and wrong != right:
+            pairs[wrong] = right
+    if not pairs:
+        return None, pairs
+    alternation = "|".join(re.escape(w) for w in sorted(pairs, key=len, reverse=True))
+    return re.compile(alternation), pairs
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def _is_separator(ch: str) -> bool:
+    # Punctuation (P*), symbols incl. emoji (S*), controls/format/surrogates/private (C*), and marks (M*) left
+    # alone by NFKC (emoji modifiers, variation selectors).
+    return unicodedata.category(ch)[0] in "PSCMZ"
+
+
+def _spaced(text: str) -> str:
+    return "".join(" " if _is_separator(ch) else ch for ch in text)
+
+
+def _code(match: re.Match) -> str:
+    prefix = "e" if match.group(1) == "e" else "err"
+    return f" {prefix}-{int(match.group(2)):02d} "
+
+
+def normalise(text: str) -> str:
+    """One folded form of a question (see the module doc); ``""`` for nothing readable."""
+    if not text:
+        return ""
+    folded = _fold(str(text)[:MAX_INPUT])
+    # Codes first: their hyphens and spaces are punctuation to everything else.
+    pieces, last = [], 0
+    for match in _CODE.finditer(folded):
+        pieces.append(_spaced(folded[last:match.start()]))
+        pieces.append(_code(match))
+        last = match.end()
+    pieces.append(_spaced(folded[last:]))
+    joined = "".join(pieces)
+    typo_re, typos = _TYPOS
+    if typo_re is not None:
+        joined = typo_re.sub(lambda m: typos[m.group(0)], joined)
+    return _SPACES.sub(" ", joined).strip()
+
+
+_TYPOS = _load_typos()
+_jieba_lock = threading.Lock()
+_jieba_ready = False
+
+
+def _ensure_jieba() -> None:
+    """Load jieba's model and our dictionary once per process (jieba keeps a cache file: a writable temp dir)."""
+    global _jieba_ready
+    if _jieba_ready:
+        return
+    with _jieba_lock:
+        if _jieba_ready:
+            return
+        jieba.setLogLevel(60)
+        jieba.dt.tmp_dir = tempfile.gettempdir()
+        jieba.initialize()
+        jieba.load_userdict(str(DOMAIN_DICT))
+        for right in _TYPOS[1].values():
+            jieba.add_word(right, freq=20000)
+        _jieba_ready = True
+
+
+@lru_cache(maxsize=4096)
+def _segment(chunk: str) -> tuple[str, ...]:
+    return tuple(jieba.lcut(chunk, HMM=True))
+
+
+def tokens_of_normalised(norm: str) -> list[str]:
+    """Tokens of text already through ``normalise`` (the index folds once and reuses the string)."""
+    _ensure_jieba()
+    out: list[str] = []
+    for chunk in norm[:MAX_TOKENISED].split(" "):
+        if not chunk:
+            continue
+        if _CODE_TOKEN.fullmatch(chunk):
+            out.append(chunk)
+            continue
+        for word in _segment(chunk):
+            word = word.strip()
+            if word and word not in STOP_WORDS:
+                out.append(word)
+    return out
+
+
+def tokens(text: str) -> list[str]:
+    """Words of a question: normalised, segmented with the domain dictionary, stop words dropped."""
+    return tokens_of_normalised(normalise(text))
+
+
+def bigrams(norm: str) -> set[str]:
+    """Character bigrams within each word chunk of normalised text: robust to words jieba has never seen."""
+    out: set[str] = set()
+    for chunk in norm[:MAX_TOKENISED].split(" "):
+        if _CODE_TOKEN.fullmatch(chunk):
+            out.add(chunk)
+            continue
+        out.update(chunk[i:i + 2] for i in range(len(chunk) - 1))
+    return out

@@ -1,0 +1,163 @@
+"""The robot's retrieval engine over the shipped knowledge base: folding, segmentation, matching, person requests
+and chit-chat. Pure Python: no database, no Redis. Accuracy figures live in bench/kb_eval.py, not here."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from knowledge import retrieval
+from knowledge.retrieval import ANSWER_AT, Index, KBEntry
+from knowledge.text import normalise, tokens
+
+DATA = Path(__file__).resolve().parent.parent / "knowledge" / "data"
+SEED = json.loads((DATA / "kb_seed.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def index() -> Index:
+    return Index.build(KBEntry(id=e["id"], device_type=e["device_type"], question=e["question"],
+                               variants=tuple(e["variants"]), answer=e["answer"], tier=e["tier"],
+                               docs=tuple(e["docs"]), videos=tuple(e["videos"])) for e in SEED)
+
+
+def top(index: Index, text: str, **kw) -> str | None:
+    found = index.search(text, **kw)
+    return found[0].entry.id if found else None
+
+
+def test_seed_has_the_import_shape_and_unique_ids():
+    assert len(SEED) >= 50
+    assert len({e["id"] for e in SEED}) == len(SEED)
+    for e in SEED:
+        assert set(e) == {"id", "device_type", "question", "variants", "answer", "tier", "docs", "videos"}, e["id"]
+        assert e["tier"] in ("basic", "advanced")
+        assert 3 <= len(e["variants"]) <= 6 and all(isinstance(v, str) and v for v in e["variants"])
+        assert e["question"] and e["answer"]
+        for link in e["docs"] + e["videos"]:
+            assert set(link) == {"title", "url"} and link["url"].startswith("/kb/")
+    assert len({e["device_type"] for e in SEED}) >= 8
+
+
+@pytest.mark.parametrize("written", ["E05", "e-05", "Ｅ－０５", "E 05", "e5", "E_05"])
+def test_error_code_spellings_fold_to_one_token(written):
+    assert normalise(written) == "e-05"
+    assert tokens(f"呼吸机报{written}了") == ["呼吸机", "报", "e-05"]
+
+
+@pytest.mark.parametrize("written", ["Err 12", "ERR-12", "err12", "Error 12", "错误码12"])
+def test_err_codes_fold_to_one_token(written):
+    assert normalise(written) == "err-12"
+
+
+@pytest.mark.parametrize("question", ["呼吸机E05", "呼吸机 e-05 怎么办", "呼吸机出现Ｅ－０５", "呼吸机 E 05"])
+def test_code_spellings_find_the_same_entry(index, question):
+    assert top(index, question) == "vent-05"
+
+
+@pytest.mark.parametrize("question", ["输液泵ERR-12", "输液泵报err12", "输液泵 Err 12 怎么回事"])
+def test_err_code_spellings_find_the_same_entry(index, question):
+    assert top(index, question) == "pump-06"
+
+
+def test_a_typod_lay_question_finds_its_entry(index):
+    found = index.search("输夜泵管子里有气炮，一直嘀嘀响")
+    assert found[0].entry.id == "pump-01"
+    assert found[0].confidence >= ANSWER_AT
+
+
+def test_the_scanned_device_type_breaks_a_tie(index):
+    # "E-05" alone means a gas-supply fault on a ventilator and a blood-pressure module fault on a monitor.
+    assert {m.entry.id for m in index.search("E-05", limit=2)} == {"vent-05", "mon-05"}
+    assert top(index, "E-05", device_type="monitor") == "mon-05"
+    assert top(index, "E-05", device_type="ventilator") == "vent-05"
+
+
+def test_the_device_boost_does_not_exclude_other_devices(index):
+    assert top(index, "离心机不平衡报警，震动很大", device_type="ventilator") == "cent-01"
+
+
+def test_a_named_device_beats_a_similar_fault_of_another_device(index):
+    assert top(index, "离心机的盖子开不了") == "cent-02"
+    assert top(index, "灭菌器的门开不了") == "auto-01"
+
+
+@pytest.mark.parametrize("said", ["你好", "您好呀", "谢谢", "辛苦了", "给我讲个笑话", "今天天气怎么样", "你是机器人吗",
+                                  "拜拜", "在吗"])
+def test_chitchat_is_recognised(said):
+    assert retrieval.is_chitchat(said)
+
+
+@pytest.mark.parametrize("said", ["你好，呼吸机漏气报警怎么办", "谢谢，监护仪还是黑屏", "输液泵气泡报警", ""])
+def test_a_device_question_is_not_chitchat(said):
+    assert not retrieval.is_chitchat(said)
+
+
+@pytest.mark.parametrize("said", ["转人工", "人工客服", "我要人工", "转接人工服务", "找人", "有人吗", "帮我报修", "我要报修呼吸机",
+                                  "叫工程师", "派工程师上门", "派个工程师来", "上门维修", "找维修师傅", "让设备科来人",
+                                  "赚人工", "转人公", "报休", "工程狮快来", "监护仪黑屏了，叫个工程师", "直接联系工程师"])
+def test_explicit_requests_for_a_person_are_detected(said):
+    assert retrieval.wants_person(said)
+
+
+@pytest.mark.parametrize("said", ["呼吸机漏气报警怎么办", "人工鼻怎么更换", "病人血氧测不出", "你好"])
+def test_questions_are_not_requests_for_a_person(said):
+    assert not retrieval.wants_person(said)
+
+
+def test_a_clinical_question_gets_no_confident_answer(index):
+    found = index.search("病人血氧85要不要插管")
+    assert not found or found[0].confidence < ANSWER_AT
+
+
+def test_an_unknown_device_gets_no_confident_answer(index):
+    found = index.search("B超机的探头怎么消毒")
+    assert not found or found[0].confidence < ANSWER_AT
+
+
+@pytest.mark.parametrize("said", ["", "   ", "😀😂👍", "。。。！！！", "\x00\x07\x1b\x7f", "\u200b\ufeff"])
+def test_nothing_readable_gives_no_match(index, said):
+    assert index.search(said) == []
+    assert not retrieval.normalise_for_check(said)
+    assert not retrieval.wants_person(said) and not retrieval.is_chitchat(said)
+
+
+def test_ten_thousand_characters_do_not_crash_and_are_not_answered(index):
+    rng = random.Random(7)
+    noise = "".join(rng.choice("的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面"
+                               "\x00\x01\n\t😀abcXYZ0123456789，。！？") for _ in range(10_000))
+    found = index.search(noise)
+    assert not found or found[0].confidence < ANSWER_AT
+    assert isinstance(retrieval.wants_person(noise), bool)
+    assert isinstance(retrieval.is_chitchat(noise), bool)
+
+
+def test_a_long_message_still_finds_its_question_at_the_start(index):
+    assert top(index, "输液泵有气泡报警" + "啊" * 10_000) == "pump-01"
+
+
+def test_confidence_is_a_probability_and_results_are_best_first(index):
+    found = index.search("监护仪血压测不出来", limit=5)
+    assert 1 < len(found) <= 5
+    assert all(0.0 <= m.confidence <= 1.0 for m in found)
+    assert [m.confidence for m in found] == sorted((m.confidence for m in found), reverse=True)
+    assert found[0].entry.id == "mon-03"
+
+
+def test_an_empty_index_finds_nothing():
+    empty = Index.build([])
+    assert len(empty) == 0
+    assert empty.search("呼吸机漏气") == []
+
+
+def test_the_query_set_is_labelled_and_independent_of_the_variants():
+    rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "kb_queries.jsonl")
+            .read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = {e["id"] for e in SEED}
+    kb_text = {t for e in SEED for t in (e["question"], *e["variants"])}
+    assert len(rows) >= 300
+    assert all(r["expect"] in ids | {"decline", "handoff"} and r["split"] in ("calibration", "eval") for r in rows)
+    assert sum(r["expect"] == "decline" for r in rows) >= 60
+    assert sum(r["expect"] == "handoff" for r in rows) >= 20
+    assert not [r["q"] for r in rows if r["q"] in kb_text]

@@ -1,0 +1,117 @@
+"""The robot as people meet it: answers with documents, feedback, clarifying, hand-offs, declines, a fresh index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import xmltodict
+
+from core.models import Hospital
+from core.redis import create_redis
+from core.settings import Settings
+from knowledge import robot
+from knowledge.entries import import_entries
+from knowledge.models import QuestionLog
+from knowledge.robot import AskContext, KnowledgeIndex, answer
+from repair.models import Device, Ticket
+from tests.wechat_messages import event_xml, sign, text_xml
+
+SEED = Path(__file__).resolve().parents[1] / "knowledge" / "data" / "kb_seed.json"
+
+
+@pytest.fixture
+async def kb(db):
+    report = await import_entries(SEED.read_bytes(), "kb_seed.json")
+    assert report.accepted
+    redis = create_redis(Settings(secret_key="t"))
+    yield KnowledgeIndex(), redis
+    await redis.aclose()
+
+
+def ask(redis, openid="oNurse", **kwargs) -> AskContext:
+    return AskContext(openid=openid, redis=redis, **kwargs)
+
+
+async def test_a_basic_question_gets_the_answer_documents_and_a_feedback_question(kb):
+    index, redis = kb
+    reply = await answer("呼吸机一直报漏气咋办", ask(redis), index)
+    assert (reply.kind, reply.entry_id) == ("answer", "vent-01")
+    assert "有帮助吗" in reply.text and reply.confidence >= 0.7
+    log = await QuestionLog.get(id=reply.log_id)
+    assert (log.kind, log.entry_id) == ("answer", "vent-01")
+    unhelpful = await answer("2", ask(redis), index)
+    assert unhelpful.kind == "handoff" and "转接" in unhelpful.text
+    assert (await QuestionLog.get(id=reply.log_id)).feedback == "unhelpful"
+
+
+async def test_helpful_feedback_is_stored(kb):
+    index, redis = kb
+    reply = await answer("消毒柜不热了", ask(redis), index)
+    assert reply.kind == "answer"
+    assert (await answer("1", ask(redis), index)).text.startswith("感谢反馈")
+    assert (await QuestionLog.get(id=reply.log_id)).feedback == "helpful"
+
+
+@pytest.mark.parametrize("said", ["转人工", "我要报修", "叫工程师来一趟", "人工客服"])
+async def test_explicit_requests_for_a_person_hand_off(kb, said):
+    index, redis = kb
+    assert (await answer(said, ask(redis), index)).kind == "handoff"
+
+
+async def test_an_advanced_fault_is_handed_off(kb):
+    index, redis = kb
+    reply = await answer("输液泵报Err12", ask(redis), index)
+    assert (reply.kind, reply.entry_id) == ("handoff", "pump-06")
+    assert "工程师" in reply.text
+
+
+@pytest.mark.parametrize("said", ["你好呀", "今天天气怎么样", "", "😀😀😀", "\x00\x07\x1b", "报警" * 5000])
+async def test_chitchat_and_odd_input_get_a_polite_decline(kb, said):
+    index, redis = kb
+    reply = await answer(said, ask(redis), index)
+    assert reply.kind in ("decline", "clarify") and reply.text
+
+
+async def test_a_scanned_device_decides_which_entry(kb):
+    index, redis = kb
+    scanned = await answer("报警了怎么办", ask(redis, device_type="ventilator", device_name="呼吸机"), index)
+    assert scanned.kind != "decline"
+    if scanned.entry_id:
+        assert scanned.entry_id.startswith("vent")
+
+
+async def test_new_entries_are_used_without_a_restart(kb):
+    index, redis = kb
+    assert (await answer("制冰机不出冰", ask(redis), index)).kind != "answer"
+    entry = {"id": "ice-01", "device_type": "ice_maker", "question": "制冰机不出冰怎么办",
+             "variants": ["制冰机不制冰"], "answer": "检查进水阀是否打开……", "tier": "basic", "docs": [],
+             "videos": []}
+    assert (await import_entries(json.dumps([entry], ensure_ascii=False).encode(), "new.json")).accepted
+    index.expire()  # what the kb.changed event does; without it the worker looks again within seconds
+    reply = await answer("制冰机不出冰", ask(redis, openid="oOther"), index)
+    assert (reply.kind, reply.entry_id) == ("answer", "ice-01")
+
+
+async def test_through_wechat_a_hand_off_after_a_scan_opens_a_ticket_for_an_agent(serve, settings_for, database_url):
+    live = await serve(settings_for(database_url))
+    assert (await import_entries(SEED.read_bytes(), "kb_seed.json")).accepted
+    robot.KB.expire()
+    hospital = await Hospital.create(name="市第一人民医院")
+    await Device.create(hospital=hospital, system_number="D0001", nameplate_id="SN-1", name="呼吸机",
+                        device_type="ventilator")
+
+    async def post(xml: str) -> str:
+        status, _, body = await live.request("POST", "/wechat/callback", params=sign("medwxtoken"), data=xml.encode())
+        assert status == 200
+        return xmltodict.parse(body)["xml"].get("Content", "") if body != "success" else body
+
+    await post(event_xml("SCAN", sender="oNurse", key="d:D0001"))
+    answered = await post(text_xml("呼吸机漏气报警怎么处理", sender="oNurse"))
+    assert "有帮助吗" in answered
+    handed = await post(text_xml("转人工", sender="oNurse"))
+    ticket = await Ticket.get(device__system_number="D0001")
+    assert ticket.state == "with_agent" and f"工单号：{ticket.number}" in handed
+    chit = await post(text_xml("谢谢你", sender="oStranger"))
+    assert "设备服务助手" in chit
