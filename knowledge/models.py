@@ -55,3 +55,28 @@ class QuestionLog(Model):
 
     class Meta:
         table = "kb_question_log"
+
+
+class KBProposal(Model):
+    """What an agent's reply to a handed-off question teaches the robot: a new variant of an entry (used at once,
+    an administrator may still reject it) or a new entry (used once an administrator approves)."""
+
+    id = fields.IntField(primary_key=True)
+    kind = fields.CharField(max_length=16)  # variant | entry
+    entry_id = fields.CharField(max_length=64)  # the entry a variant joins, or the new entry's id
+    question = fields.CharField(max_length=256)
+    answer = fields.TextField(default="")  # a new entry's answer
+    device_type = fields.CharField(max_length=32, default="")
+    tier = fields.CharField(max_length=16, default="basic")
+    source_log = fields.ForeignKeyField("models.QuestionLog", related_name="proposals", null=True,
+                                        on_delete=fields.SET_NULL)
+    proposed_by = fields.ForeignKeyField("models.User", related_name="kb_proposals", null=True,
+                                         on_delete=fields.SET_NULL)
+    status = fields.CharField(max_length=16)  # applied (variant, in use) | pending (entry) | approved | rejected
+    decided_by = fields.ForeignKeyField("models.User", related_name="kb_decisions", null=True,
+                                        on_delete=fields.SET_NULL)
+    decided_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "kb_proposal"

@@ -1,4 +1,5 @@
-"""``/mp/v1/admin/kb``: administrators import and export the knowledge base."""
+"""``/mp/v1/admin/kb``: administrators import and export the knowledge base, review what the robot could not
+answer, and approve what agents teach it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from sanic_ext.extensions.openapi import openapi
 
 from core.errors import BadRequest, Unprocessable
 from core.people import require_admin
+from knowledge import learning
 from knowledge.entries import export_entries, import_entries
 from miniprogram_api.session import current_user
 
@@ -42,3 +44,69 @@ async def kb_export(request: Request) -> HTTPResponse:
     body = await export_entries(fmt)
     kind = "application/json" if fmt == "json" else "text/csv; charset=utf-8"
     return raw(body, content_type=kind, headers={"Content-Disposition": f'attachment; filename="kb.{fmt}"'})
+
+
+# -- learning ---------------------------------------------------------------------------------------------------------
+def _proposal_out(p) -> dict:
+    return {"id": p.id, "kind": p.kind, "entry_id": p.entry_id, "question": p.question, "answer": p.answer,
+            "status": p.status, "created_at": p.created_at.isoformat()}
+
+
+@bp.get("/review")
+@openapi.definition(summary="The review queue: unhelpful answers and unanswered questions", tag=TAG, secured=BEARER)
+async def review(request: Request) -> HTTPResponse:
+    require_admin(await current_user(request))
+    return json({"questions": [{"id": q.id, "text": q.text, "kind": q.kind, "entry_id": q.entry_id,
+                                "confidence": q.confidence, "feedback": q.feedback,
+                                "at": q.created_at.isoformat()} for q in await learning.review_queue()]})
+
+
+@bp.post("/review/<log_id:int>/done")
+@openapi.definition(summary="Take a question off the review queue", tag=TAG, secured=BEARER)
+async def reviewed(request: Request, log_id: int) -> HTTPResponse:
+    log = await learning.mark_reviewed(log_id, await current_user(request))
+    return json({"id": log.id, "reviewed_at": log.reviewed_at.isoformat()})
+
+
+@bp.post("/proposals")
+@openapi.definition(summary="Save an agent's reply to the knowledge base",
+                    description="Body: `kind` (`variant`: add `question` to entry `entry_id`, used at once; `entry`: "
+                                "a new entry `entry_id` with `answer`, `device_type`, `tier`, used once an admin "
+                                "approves), optional `source_log_id` (the robot's question record).",
+                    tag=TAG, secured=BEARER)
+async def propose(request: Request) -> HTTPResponse:
+    agent = await current_user(request)
+    body = request.json if isinstance(request.json, dict) else None
+    if body is None:
+        raise BadRequest("请求内容须为 JSON 对象", code="invalid_json")
+    text_fields = {k: body.get(k) for k in ("question", "kind", "entry_id", "answer", "device_type", "tier")}
+    if any(v is not None and not isinstance(v, str) for v in text_fields.values()):
+        raise BadRequest("字段须为字符串", code="invalid_field")
+    source = body.get("source_log_id")
+    if source is not None and (isinstance(source, bool) or not isinstance(source, int)):
+        raise BadRequest("source_log_id 须为整数", code="invalid_field")
+    proposal = await learning.save_reply(
+        agent, question=text_fields["question"] or "", kind=text_fields["kind"] or "",
+        entry_id=text_fields["entry_id"] or "", answer=text_fields["answer"] or "",
+        device_type=text_fields["device_type"] or "", tier=text_fields["tier"] or "basic", source_log_id=source)
+    await request.app.ctx.events.publish("kb.changed", {"proposal": proposal.id})
+    return json(_proposal_out(proposal), status=201)
+
+
+@bp.get("/proposals")
+@openapi.definition(summary="Proposals (`status=pending|applied|approved|rejected`)", tag=TAG, secured=BEARER)
+async def list_proposals(request: Request) -> HTTPResponse:
+    require_admin(await current_user(request))
+    return json({"proposals": [_proposal_out(p) for p in await learning.proposals(request.args.get("status"))]})
+
+
+@bp.post("/proposals/<proposal_id:int>/decision")
+@openapi.definition(summary="Approve or reject a proposal (`{\"approve\": true|false}`)", tag=TAG, secured=BEARER)
+async def decide_proposal(request: Request, proposal_id: int) -> HTTPResponse:
+    admin = await current_user(request)
+    body = request.json if isinstance(request.json, dict) else {}
+    if not isinstance(body.get("approve"), bool):
+        raise BadRequest("字段 approve 须为 true 或 false", code="invalid_field")
+    proposal = await learning.decide(proposal_id, admin, body["approve"])
+    await request.app.ctx.events.publish("kb.changed", {"proposal": proposal.id})
+    return json(_proposal_out(proposal))
