@@ -65,11 +65,15 @@ _DEVICE_NAMES = {
     "体重秤": "scale", "轮椅": "wheelchair", "病床": "bed", "打印机": "printer", "电脑": "computer",
     "空调": "air_conditioner", "电梯": "lift",
 }
-_DEVICE_NAME_RE = re.compile("|".join(re.escape(n) for n in sorted(_DEVICE_NAMES, key=len, reverse=True)))
+# Latin names (ct) only as a word of their own: "ct" inside "connect" names no device.
+_DEVICE_NAME_RE = re.compile("|".join(
+    (rf"(?<![a-z]){re.escape(n)}(?![a-z])" if n.isascii() else re.escape(n))
+    for n in sorted(_DEVICE_NAMES, key=len, reverse=True)))
 # Clinical decisions are never the robot's: such a question must not borrow a device entry's answer.
 _CLINICAL = re.compile(r"吃什么药|用什么药|吃药|用药|插管|多少焦|剂量|潮气量|诊断|治疗|要不要(?:插|用|吃|打|上)")
-DEVICE_MISMATCH = 0.2  # score taken from entries of another device than the one the question names
+DEVICE_MISMATCH = 0.35  # score kept by entries of another device than the one(s) the question names
 CLINICAL_FACTOR = 0.5  # score kept by every entry for a clinical-decision question
+NO_CONTENT_FACTOR = 0.5  # score kept by an entry sharing nothing with the question but a device name
 
 
 def mentioned_devices(norm: str) -> set[str]:
@@ -107,6 +111,7 @@ class Scored:
     entry: int
     score: float  # 0..~1.1
     coverage: float  # share of the question's weight found anywhere in the entry
+    content: float = 0.0  # the same over the question's words other than device names: what the fault is
 
 
 def normalise_for_check(text: str) -> str:
@@ -146,13 +151,13 @@ def is_chitchat(text: str) -> bool:
 
 # --- calibration ------------------------------------------------------------------------------------------------
 
-FEATURES = ("score", "margin", "coverage")
-_DEFAULT_CALIBRATION = {"weights": [9.0, 6.0, 3.0], "bias": -8.0}
+FEATURES = ("score", "margin", "coverage", "content")
+_DEFAULT_CALIBRATION = {"weights": [6.0, 1.5, 1.0, 2.0], "bias": -4.0}
 
 
 def features(best: Scored, other: Scored | None) -> list[float]:
     margin = best.score - (other.score if other else 0.0)
-    return [best.score, margin, best.coverage]
+    return [best.score, margin, best.coverage, best.content]
 
 
 def load_calibration(path: Path = CALIBRATION) -> dict:
@@ -171,6 +176,20 @@ def probability(calibration: dict, feats: list[float]) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
+_DEVICE_TOKENS: frozenset[str] | None = None
+
+
+def _device_tokens() -> frozenset[str]:
+    """Words that only name a device ("呼吸机", "生化"): a question that shares nothing else with an entry has not
+    said what is wrong, and a device name alone must not carry an answer."""
+    global _DEVICE_TOKENS
+    if _DEVICE_TOKENS is None:
+        names = {*DEVICE_LABELS.values(), *_DEVICE_NAMES, "冷冻离心机", "生化仪", "血气仪", "灭菌器", "除颤器"}
+        split = (tokens_of_normalised(normalise(n)) for n in names)
+        _DEVICE_TOKENS = frozenset(t[0] for t in split if len(t) == 1)
+    return _DEVICE_TOKENS
+
+
 # --- the index --------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -185,16 +204,18 @@ class _Text:
 
 class Index:
     def __init__(self, entries: list[KBEntry], texts: list[list[_Text]], entry_tokens: list[frozenset[str]],
-                 postings: dict[str, list[int]], idf: dict[str, float], gram_idf: dict[str, float],
+                 entry_grams: list[frozenset[str]], postings: dict[str, list[int]], idf: dict[str, float], gram_idf: dict[str, float],
                  calibration: dict) -> None:
         self._gram_idf = gram_idf
         self.entries = entries
         self._texts = texts
         self._entry_tokens = entry_tokens
+        self._entry_grams = entry_grams
         self._postings = postings
         self._idf = idf
         self._unknown = _UNKNOWN_WEIGHT * max(idf.values(), default=1.0)
         self._common = max(8, int(len(entries) * _COMMON))
+        self._device_tokens = _device_tokens()
         self.calibration = calibration
 
     @classmethod
@@ -224,6 +245,7 @@ class Index:
         idf = {term: math.log((n + 1) / (len(ids) + 0.5)) + 0.1 for term, ids in postings.items()}
         gram_idf = {term[1:]: w for term, w in idf.items() if term.startswith("\x01")}
         texts = []
+        entry_grams = []
         for per_entry in raw_texts:
             built = []
             for norm, toks in per_entry:
@@ -232,8 +254,9 @@ class Index:
                                    weight=sum(idf.get(t, 0.0) for t in set(toks)) or 1.0, gram_set=grams,
                                    gram_weight=sum(gram_idf.get(g, 0.0) for g in grams) or 1.0))
             texts.append(built)
+            entry_grams.append(frozenset().union(*(t.gram_set for t in built)))
         frozen = {term: sorted(ids) for term, ids in postings.items()}
-        return cls(listed, texts, entry_tokens, frozen, idf, gram_idf,
+        return cls(listed, texts, entry_tokens, entry_grams, frozen, idf, gram_idf,
                    calibration if calibration is not None else load_calibration())
 
     def __len__(self) -> int:
@@ -253,7 +276,12 @@ class Index:
             return []
         qset = set(toks)
         q_weight = sum(self._weight(t) for t in qset)
+        content_set = qset - self._device_tokens
+        c_weight = sum(self._weight(t) for t in content_set)
         grams = bigrams(norm)
+        # What the question says besides naming a device, as bigrams too: robust to segmentation ("装纸"/"怎么装").
+        content_grams = bigrams(_DEVICE_NAME_RE.sub(" ", norm))
+        cg_weight = sum(self._gram_weight(g) for g in content_grams)
         acc: dict[int, float] = defaultdict(float)
         for term in qset:
             ids = self._postings.get(term)
@@ -289,15 +317,25 @@ class Index:
                 fz = max(fuzz.token_set_ratio(q_words, t.words), fuzz.ratio(q_chars, t.chars)) / 100.0
                 best_text = max(best_text, 0.4 * overlap + 0.3 * g_overlap + 0.3 * fz)
             coverage = sum(self._weight(w) for w in qset & self._entry_tokens[i]) / q_weight
+            content = (sum(self._weight(w) for w in content_set & self._entry_tokens[i]) / c_weight
+                       if c_weight else 0.0)
+            if cg_weight:
+                content = max(content, sum(self._gram_weight(g) for g in content_grams & self._entry_grams[i])
+                              / cg_weight)
             score = 0.75 * best_text + 0.25 * coverage
             entry_type = self.entries[i].device_type
+            if not content:
+                score *= NO_CONTENT_FACTOR
             if named and entry_type not in named:
-                score -= DEVICE_MISMATCH
+                # Another device's entry does not cover the question, however alike the words.
+                score *= DEVICE_MISMATCH
+                coverage *= DEVICE_MISMATCH
+                content *= DEVICE_MISMATCH
             if device_type and entry_type == device_type:
                 score += DEVICE_BOOST
             if clinical:
                 score *= CLINICAL_FACTOR
-            out.append(Scored(i, score, coverage))
+            out.append(Scored(i, score, coverage, content))
         out.sort(key=lambda s: s.score, reverse=True)
         return out
 
@@ -313,4 +351,6 @@ class Index:
             else:
                 other = scored[0]
             matches.append(Match(self.entries[s.entry], probability(self.calibration, features(s, other))))
+        # Confidence weighs coverage as well as score: order by it, so "best first" means most likely first.
+        matches.sort(key=lambda m: m.confidence, reverse=True)
         return matches

@@ -46,8 +46,10 @@ def _load_typos() -> tuple[re.Pattern | None, dict[str, str]]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         wrong, _, right = line.partition("\t")
+        # A word mapped to itself is kept as written: it shields a longer word from a shorter rule inside it.
+        # A space in the canonical form keeps its parts separate words ("仪打不开" → "仪 无法开机").
         wrong, right = _fold(wrong.strip()), right.strip()
-        if wrong and right and wrong != right:
+        if wrong and right:
             pairs[wrong] = right
     if not pairs:
         return None, pairs
@@ -111,7 +113,8 @@ def _ensure_jieba() -> None:
         jieba.initialize()
         jieba.load_userdict(str(DOMAIN_DICT))
         for right in _TYPOS[1].values():
-            jieba.add_word(right, freq=20000)
+            if " " not in right:
+                jieba.add_word(right, freq=20000)
         _jieba_ready = True
 
 
