@@ -107,7 +107,13 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
 
     @app.after_server_stop
     async def close_resources(app: Sanic):
+        from knowledge.robot import LOGS
+
         app.ctx.housekeeping.cancel()
+        try:
+            await LOGS.flush()
+        except Exception:  # noqa: BLE001 - the database went first (tests); nothing else to do with them
+            log.exception("question log batch not written at shutdown")
         await app.ctx.events.stop()
         await app.ctx.wechat.close()
         await app.ctx.redis.aclose()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ from core.textutil import storable
 from knowledge import retrieval
 from knowledge.entries import current_version
 from knowledge.models import KBEntry, QuestionLog
+
+log = logging.getLogger(__name__)
 
 STATE_TTL = 600
 MAX_QUESTION = 500  # characters searched; the rest of a long message is noise for retrieval
@@ -88,6 +91,37 @@ class KnowledgeIndex:
 
 
 KB = KnowledgeIndex()  # this worker's
+
+
+class QuestionLogWriter:
+    """Questions the robot did not answer from an entry are written in batches: a busy chat then costs one INSERT
+    every ``delay`` seconds instead of one per message. Answers are written at once (their id carries the feedback).
+    ``flush()`` at shutdown writes what is left."""
+
+    def __init__(self, delay: float = 0.2):
+        self.delay = delay
+        self._pending: list[QuestionLog] = []
+        self._task: asyncio.Task | None = None
+
+    def add(self, row: QuestionLog) -> None:
+        self._pending.append(row)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.delay)
+        try:
+            await self.flush()
+        except Exception:  # noqa: BLE001 - a background write: log it, never break the next question
+            log.exception("question log batch not written")
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            await QuestionLog.bulk_create(batch)
+
+
+LOGS = QuestionLogWriter()  # this worker's
 
 
 def _state_key(openid: str) -> str:
@@ -182,7 +216,10 @@ async def _feedback(ctx: AskContext, state: dict, *, helpful: bool) -> Answer:
 
 
 async def _log(ctx: AskContext, said: str, reply: Answer, device_type: str | None) -> Answer:
-    row = await QuestionLog.create(openid=ctx.openid, text=storable(said)[:2000], device_type=device_type,
-                                   kind=reply.kind,
-                                   entry_id=reply.entry_id, confidence=reply.confidence)
+    row = QuestionLog(openid=ctx.openid, text=storable(said)[:2000], device_type=device_type, kind=reply.kind,
+                      entry_id=reply.entry_id, confidence=reply.confidence)
+    if reply.kind != "answer":
+        LOGS.add(row)
+        return reply
+    await row.save()
     return Answer(**{**reply.__dict__, "log_id": row.id})
