@@ -60,19 +60,13 @@ async def on_unfollow(message: BaseMessage, ctx: BotContext) -> Reply:
     return None
 
 
-@router.message("text")
-async def on_text(message: BaseMessage, ctx: BotContext) -> Reply:
-    await identities.record_interaction(message.source)
-    return HELP
-
-
 @router.message("voice")
 async def on_voice(message: BaseMessage, ctx: BotContext) -> Reply:
     """A voice message with WeChat's recognition is handled as the text it says."""
     if not ctx.text_of(message):
         await identities.record_interaction(message.source)
         return VOICE_UNCLEAR
-    text_handler = router.message_handler("text")
+    text_handler = router.message_handler("text")  # the robot (bot.robot_handlers)
     return await text_handler(message, ctx) if text_handler else HELP
 
 

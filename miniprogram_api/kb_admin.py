@@ -11,6 +11,7 @@ from core.errors import BadRequest, Unprocessable
 from core.people import require_admin
 from knowledge import learning
 from knowledge.entries import export_entries, import_entries
+from miniprogram_api.schemas import DecisionBody, ProposalBody, parse
 from miniprogram_api.session import current_user
 
 bp = Blueprint("mp_kb_admin", url_prefix="/mp/v1/admin/kb")
@@ -76,19 +77,8 @@ async def reviewed(request: Request, log_id: int) -> HTTPResponse:
                     tag=TAG, secured=BEARER)
 async def propose(request: Request) -> HTTPResponse:
     agent = await current_user(request)
-    body = request.json if isinstance(request.json, dict) else None
-    if body is None:
-        raise BadRequest("请求内容须为 JSON 对象", code="invalid_json")
-    text_fields = {k: body.get(k) for k in ("question", "kind", "entry_id", "answer", "device_type", "tier")}
-    if any(v is not None and not isinstance(v, str) for v in text_fields.values()):
-        raise BadRequest("字段须为字符串", code="invalid_field")
-    source = body.get("source_log_id")
-    if source is not None and (isinstance(source, bool) or not isinstance(source, int)):
-        raise BadRequest("source_log_id 须为整数", code="invalid_field")
-    proposal = await learning.save_reply(
-        agent, question=text_fields["question"] or "", kind=text_fields["kind"] or "",
-        entry_id=text_fields["entry_id"] or "", answer=text_fields["answer"] or "",
-        device_type=text_fields["device_type"] or "", tier=text_fields["tier"] or "basic", source_log_id=source)
+    body = parse(request, ProposalBody)
+    proposal = await learning.save_reply(agent, **body.model_dump())
     await request.app.ctx.events.publish("kb.changed", {"proposal": proposal.id})
     return json(_proposal_out(proposal), status=201)
 
@@ -104,9 +94,6 @@ async def list_proposals(request: Request) -> HTTPResponse:
 @openapi.definition(summary="Approve or reject a proposal (`{\"approve\": true|false}`)", tag=TAG, secured=BEARER)
 async def decide_proposal(request: Request, proposal_id: int) -> HTTPResponse:
     admin = await current_user(request)
-    body = request.json if isinstance(request.json, dict) else {}
-    if not isinstance(body.get("approve"), bool):
-        raise BadRequest("字段 approve 须为 true 或 false", code="invalid_field")
-    proposal = await learning.decide(proposal_id, admin, body["approve"])
+    proposal = await learning.decide(proposal_id, admin, parse(request, DecisionBody).approve)
     await request.app.ctx.events.publish("kb.changed", {"proposal": proposal.id})
     return json(_proposal_out(proposal))

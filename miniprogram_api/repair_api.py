@@ -14,6 +14,7 @@ from repair.devices import device_card, find_by_identifier
 from repair.groups import group_card
 from repair.models import Device, DeviceGroup, Ticket
 from repair.tickets import STATE_LABELS, Actor
+from miniprogram_api.schemas import ClaimBody, DecisionBody, parse
 from miniprogram_api.session import current_user
 
 bp = Blueprint("mp_repair", url_prefix="/mp/v1")
@@ -130,21 +131,9 @@ def _claim_out(made) -> dict:
 @_doc("Claim a device or group", "Body `{\"device_id\": …}` or `{\"group_id\": …}`; the owner or an admin approves.")
 async def claim(request: Request) -> HTTPResponse:
     user = await current_user(request)
-    body = request.json if isinstance(request.json, dict) else None
-    if body is None:
-        raise BadRequest("请求内容须为 JSON 对象", code="invalid_json")
-    made = await claims.claim(user, device_id=_int_or_none(body, "device_id"),
-                              group_id=_int_or_none(body, "group_id"))
+    body = parse(request, ClaimBody)
+    made = await claims.claim(user, device_id=body.device_id, group_id=body.group_id)
     return json(_claim_out(made), status=201 if made.state == "pending" else 200)
-
-
-def _int_or_none(body: dict, key: str) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"字段 {key} 须为整数", code="invalid_field")
-    return value
 
 
 @bp.get("/my/claims/pending")
@@ -158,10 +147,8 @@ async def pending_claims(request: Request) -> HTTPResponse:
 @_doc("Approve or reject a claim", "Body `{\"approve\": true|false}`.")
 async def decide_claim(request: Request, claim_id: int) -> HTTPResponse:
     user = await current_user(request)
-    body = request.json if isinstance(request.json, dict) else {}
-    if not isinstance(body.get("approve"), bool):
-        raise BadRequest("字段 approve 须为 true 或 false", code="invalid_field")
-    return json(_claim_out(await claims.decide(claim_id, user, body["approve"])))
+    body = parse(request, DecisionBody)
+    return json(_claim_out(await claims.decide(claim_id, user, body.approve)))
 
 
 # -- tickets ----------------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from sanic import Request
 from sanic_ext.extensions.openapi.definitions import Component
 
@@ -28,6 +28,25 @@ class BindBody(_Body):
     code: str = Field(min_length=1, max_length=32, description="the invitation code (spaces and dashes ignored)")
     name: str | None = Field(None, max_length=64, description="the person's real name; required on first binding")
     phone: str | None = Field(None, max_length=32, description="a phone number")
+
+
+class ClaimBody(_Body):
+    device_id: StrictInt | None = Field(None, description="the device to claim")
+    group_id: StrictInt | None = Field(None, description="or the device group")
+
+
+class DecisionBody(_Body):
+    approve: StrictBool = Field(description="true approves, false rejects")
+
+
+class ProposalBody(_Body):
+    kind: Literal["variant", "entry"] = Field(description="variant: add the question to an entry; entry: a new one")
+    entry_id: StrictStr = Field(max_length=64)
+    question: StrictStr = Field(min_length=1, max_length=256)
+    answer: StrictStr = Field("", max_length=5000, description="a new entry's answer")
+    device_type: StrictStr = Field("", max_length=32)
+    tier: Literal["basic", "advanced"] = "basic"
+    source_log_id: StrictInt | None = Field(None, description="the robot's question record the reply answers")
 
 
 class InvitationBody(_Body):

@@ -12,10 +12,10 @@ from core.models import User
 from core.redis import create_redis
 from core.settings import Settings
 from knowledge import learning
+from knowledge.demo import SEED
 from knowledge.entries import import_entries
 from knowledge.models import KBEntry, QuestionLog
 from knowledge.robot import AskContext, KnowledgeIndex, answer
-from tests.test_robot import SEED
 
 
 @pytest.fixture

@@ -210,3 +210,14 @@ async def test_labels_print_for_admins_and_the_hospitals_engineers(site):
     assert status == 403 and json.loads(body)["error"]["code"] == "label_printer_required"
     status, _, _ = await live.request("GET", "/mp/v1/labels/d:NOPE/label.png", headers=site["bearer"](engineer))
     assert status == 404
+
+
+async def test_malformed_claim_and_decision_bodies_are_400(site):
+    live, nurse = site["live"], site["nurse"]
+    for body in ({"device_id": "1"}, {"device_id": True}, "not json"):
+        kwargs = {"data": body} if isinstance(body, str) else {"json": body}
+        status, _, out = await live.request("POST", "/mp/v1/my/claims", headers=site["bearer"](nurse), **kwargs)
+        assert status == 400 and json.loads(out)["error"]["message"], body
+    status, _, _ = await live.request("POST", "/mp/v1/claims/1/decision", json={"approve": "yes"},
+                                      headers=site["bearer"](site["owner"]))
+    assert status == 400

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import pytest
 import xmltodict
 
@@ -12,13 +10,13 @@ from core.models import Hospital
 from core.redis import create_redis
 from core.settings import Settings
 from knowledge import robot
+from knowledge.demo import SEED
 from knowledge.entries import import_entries
 from knowledge.models import QuestionLog
 from knowledge.robot import AskContext, KnowledgeIndex, answer
 from repair.models import Device, Ticket
 from tests.wechat_messages import event_xml, sign, text_xml
 
-SEED = Path(__file__).resolve().parents[1] / "knowledge" / "data" / "kb_seed.json"
 
 
 @pytest.fixture
