@@ -44,10 +44,14 @@ def create_app(settings: Settings | None = None) -> Sanic:
     _install_health(app)
 
     from bot import bp as bot_bp
+    from console import blueprints as console_blueprints
+    from kiosk_bridge import blueprints as kiosk_blueprints
     from miniprogram_api import bp as mp_bp
 
     app.blueprint(bot_bp)
     app.blueprint(mp_bp)
+    for blueprint in (*console_blueprints, *kiosk_blueprints):
+        app.blueprint(blueprint)
     return app
 
 

@@ -1,0 +1,1 @@
+"""Faces: offline embeddings (DeepFace, Dlib model), the face index, enrol and identify."""
