@@ -106,7 +106,15 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
         app.ctx.events = EventBus(app.ctx.redis)
         app.ctx.wechat = WeChatClient(settings, app.ctx.redis)
         register_listeners(app.ctx.events, settings, app.ctx.wechat)
+        from console.ws import LiveQueue
+
+        app.ctx.live_queue = LiveQueue(app.ctx.events)  # this worker's console sockets; listens to ticket events
         await app.ctx.events.start()
+        # Faces: weights checked (a clear error here, never a download later), index loaded after the event
+        # listeners started, so no enrolment falls between the load and the first event.
+        from vision import runtime as faces_runtime
+
+        await faces_runtime.start(settings, app.ctx.events)
         app.ctx.housekeeping = asyncio.create_task(_housekeeping(app.ctx.events))
 
     @app.after_server_stop
@@ -119,6 +127,9 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
         except Exception:  # noqa: BLE001 - the database went first (tests); nothing else to do with them
             log.exception("question log batch not written at shutdown")
         await app.ctx.events.stop()
+        from vision import runtime as faces_runtime
+
+        await faces_runtime.stop()
         await app.ctx.wechat.close()
         await app.ctx.redis.aclose()
         await close_db()
@@ -129,8 +140,11 @@ def register_listeners(events: EventBus, settings: Settings, wechat: WeChatClien
     from knowledge.robot import KB
     from repair.messaging import TicketNotifier
     from repair.service_groups import rebuild_service_groups
+    from vision.index import apply_event as refresh_face_index
 
     TicketNotifier(settings, wechat).register(events)
+    # Every worker keeps its face matrix in step with enrolments and deletions made by any worker.
+    events.on("face.enrolled", "face.forgotten")(refresh_face_index)
     KB.expire()  # a new start (or a new database): read the knowledge base afresh
 
     @events.on("kb.changed")

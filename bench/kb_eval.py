@@ -5,15 +5,36 @@ rapidfuzz baseline.
     python bench/kb_eval.py --fit    # first refit knowledge/data/calibration.json on the calibration split
 
 Run from the project root with the project's venv active. The query set is ``tests/data/kb_queries.jsonl``
-(``{"q","expect","lay","split"}``; ``expect`` an entry id, ``decline`` or ``handoff``), written apart from the
+(``{"q","expect","lay","split","batch"}``; ``expect`` an entry id, ``decline`` or ``handoff``), written apart from the
 knowledge base's variants. Calibration is fitted only on ``split == "calibration"``; every figure printed is on
-``split == "eval"``, a disjoint set of queries.
+``split == "eval"``, a disjoint set of queries, for all batches and for each batch alone.
 
 The decision rule is the robot's: an explicit request for a person → hand-off; chit-chat → decline; confidence
 below RELEVANT_AT → decline; two entries of different devices within CLARIFY_MARGIN → clarify; below ANSWER_AT →
 hand-off as unsure; otherwise the top entry. A covered question counts as right only when the robot settles on
 its entry (confidence ≥ ANSWER_AT); an uncovered one when the robot declines.
 The baseline is ``rapidfuzz.process.extractOne(q, questions, scorer=WRatio)``: always an entry, never declines.
+
+How the query set was written and split (``batch``; rows without it are batch 1):
+
+- Batch 1 (330 queries) was written together with the first engine. Parts of the typo/lay-word map were written
+  with those queries in view, so its eval split overstates accuracy; it is kept for continuity, reported apart.
+- Batch 2 (252 queries) was written before any scoring change of the second round, from each entry's meaning as
+  ward nurses, lab technicians and sterile-supply staff type it: colloquial, typos, error codes in several
+  spellings, lay names for devices and parts (``"lay": true``), chatter; uncovered questions about the same
+  devices (maintenance, settings, data export), about other equipment (syringe pumps, endoscopes, thermometers…),
+  clinical questions and small talk (``"decline"``); requests for a person (``"handoff"``). Queries within a fuzz
+  ratio of 85 of a knowledge-base question or variant were reworded before use. The split was drawn once, by a
+  seeded shuffle within each label, alternating eval/calibration (126 each).
+- Everything tuned in the second round (synonyms, variants, features, the logistic fit) was chosen from misses on
+  the calibration split (``--misses`` lists only those). New variants were written from the entries' meaning and
+  any that came within a fuzz ratio of 80 of any labelled query was left out, so variants cannot copy the set.
+- Batch 2's eval figures showed that round overfitted the calibration split (fresh questions gained nothing), so
+  batch 3 (155 queries, written the same way, split the same way) was added: its calibration rows are never listed
+  as misses; their aggregate figures alone chose how to fit the confidence (fitting on every calibration row and
+  answering at 0.7 kept wrong answers near 3 %; answering at 0.5 doubled them), and its eval rows are fresh.
+- Caveat: one author wrote both batch 2 and the second-round lexicon, so batch 2 is not a fully independent test;
+  questions logged by real users (the review queue) are the next, independent set.
 """
 
 from __future__ import annotations
@@ -34,6 +55,11 @@ from knowledge.retrieval import KBEntry, Index  # noqa: E402
 
 SEED = ROOT / "knowledge" / "data" / "kb_seed.json"
 QUERIES = ROOT / "tests" / "data" / "kb_queries.jsonl"
+BATCHES = {1: "written with the first engine", 2: "written before any scoring change of the second round",
+           3: "written after the second round's lexicon, before the refit"}
+# Calibration rows whose misses nobody reads (``--misses`` skips them): they score as a question the lexicon was never
+# tuned to would, so their aggregate figures could choose how to fit the confidence without touching the eval split.
+UNREAD_BATCHES = {3}
 
 
 def load_entries(path: Path = SEED) -> list[KBEntry]:
@@ -94,7 +120,8 @@ def fit(index: Index, rows: list[dict], *, steps: int = 4000, rate: float = 0.5,
         b -= rate * gb / n
     brier = sum((retrieval.probability({"weights": w, "bias": b}, x) - y) ** 2 for x, y in zip(xs, ys)) / len(xs)
     return {"features": list(retrieval.FEATURES), "weights": [round(v, 4) for v in w], "bias": round(b, 4),
-            "fitted_on": "tests/data/kb_queries.jsonl split=calibration", "samples": len(xs),
+            "fitted_on": "tests/data/kb_queries.jsonl split=calibration",
+            "samples": len(xs),
             "positives": int(sum(ys)), "brier": round(brier, 4)}
 
 
@@ -144,10 +171,28 @@ def baseline(entries: list[KBEntry], rows: list[dict]) -> dict:
             "handoff": (0.0, sum(r["expect"] == "handoff" for r in rows))}
 
 
+def print_table(title: str, ours: dict, base: dict) -> None:
+    print(title)
+    print(f"{'metric':<44}{'medwx':>10}{'baseline':>10}{'n':>6}  target")
+    lines = [("top-1 answered right, covered", "covered", "≥ 95%"),
+             ("top-1 answered right, lay wording", "lay", "≥ 85%"),
+             ("correct decline, uncovered", "decline", "≥ 90%"),
+             ("hand-off, explicit person requests", "handoff", "100%")]
+    for label, key, target in lines:
+        value, n = ours[key]
+        print(f"{label:<44}{value:>10.1%}{base[key][0]:>10.1%}{n:>6}  {target}")
+    for label, key in (("  (raw top-1 ignoring thresholds, covered)", "covered_top1_raw"),
+                       ("  (wrong entry answered, covered)", "covered_wrong_answer"),
+                       ("  (not answered, uncovered)", "not_answered")):
+        value, n = ours[key]
+        print(f"{label:<44}{value:>10.1%}{'':>10}{n:>6}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fit", action="store_true", help="refit knowledge/data/calibration.json first")
-    parser.add_argument("--misses", action="store_true", help="list the eval queries the engine got wrong")
+    parser.add_argument("--misses", action="store_true",
+                        help="list the CALIBRATION-split queries the engine gets wrong (eval misses stay unread)")
     args = parser.parse_args()
     entries = load_entries()
     rows = load_queries()
@@ -160,29 +205,21 @@ def main() -> int:
         retrieval.CALIBRATION.write_text(json.dumps(fitted, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         index = Index.build(entries, calibration=fitted)
         print(f"fitted {retrieval.CALIBRATION.relative_to(ROOT)}: {fitted}")
-    ours, base = evaluate(index, eval_rows), baseline(entries, eval_rows)
     print(f"$ python bench/kb_eval.py{' --fit' if args.fit else ''}")
     print(f"knowledge base: {len(entries)} entries; queries: {len(rows)} "
           f"(calibration split {len(calibration_rows)}, eval split {len(eval_rows)}, disjoint; figures on eval)")
     print(f"thresholds: ANSWER_AT={retrieval.ANSWER_AT} RELEVANT_AT={retrieval.RELEVANT_AT} "
           f"CLARIFY_MARGIN={retrieval.CLARIFY_MARGIN}; calibration {index.calibration.get('weights')} "
           f"bias {index.calibration.get('bias')}")
-    print(f"{'metric':<44}{'medwx':>10}{'baseline':>10}{'n':>6}  target")
-    lines = [("top-1 answered right, covered", "covered", "≥ 95%"),
-             ("top-1 answered right, lay wording", "lay", "≥ 85%"),
-             ("correct decline, uncovered", "decline", "≥ 90%"),
-             ("hand-off, explicit person requests", "handoff", "100%")]
-    for label, key, target in lines:
-        value, n = ours[key]
-        print(f"{label:<44}{value:>10.1%}{base[key][0]:>10.1%}{n:>6}  {target}")
-    for label, key in (("  (raw top-1 ignoring thresholds, covered)", "covered_top1_raw"),
-                       ("  (wrong entry answered, covered)", "covered_wrong_answer"),
-                       ("  (not answered: decline/unsure/clarify, uncovered)", "not_answered")):
-        value, n = ours[key]
-        print(f"{label:<44}{value:>10.1%}{'':>10}{n:>6}")
+    print_table("eval split, all batches", evaluate(index, eval_rows), baseline(entries, eval_rows))
+    for batch in sorted({r.get("batch", 1) for r in eval_rows}):
+        subset = [r for r in eval_rows if r.get("batch", 1) == batch]
+        print_table(f"eval split, batch {batch} only ({BATCHES.get(batch, '')})", evaluate(index, subset),
+                    baseline(entries, subset))
     if args.misses:
-        for q, expect, got in ours["misses"]:
-            print(f"  miss: {q!r} expected {expect} got {got}")
+        inspectable = [r for r in calibration_rows if r.get("batch", 1) not in UNREAD_BATCHES]
+        for q, expect, got in evaluate(index, inspectable)["misses"]:
+            print(f"  calibration miss: {q!r} expected {expect} got {got}")
     return 0
 
 

@@ -9,11 +9,15 @@ takes a seed entry, prefixes a brand and a model number, and mixes in a variant 
 device, so the vocabulary and the posting lists grow as a real multi-brand knowledge base's would. The queries
 are ``tests/data/kb_queries.jsonl`` (all splits). One warm-up pass is not measured; the segmentation cache is
 cleared before every timed search. Targets: p99 < 2 ms per question; build < 5 s.
+
+Wall-clock time is the target; the CPU time of the measuring thread is printed beside it, because on a shared
+machine the wall clock also counts the time other processes held the core (compare the two before trusting a p99).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import statistics
@@ -60,26 +64,31 @@ def main() -> int:
     entries = generate(load_entries(), args.entries, random.Random(20240501))
     queries = [r["q"] for r in load_queries()]
     tokens("预热")  # jieba's dictionary loads once per process; not part of the build
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.thread_time()
     index = Index.build(entries)
-    build = time.perf_counter() - started
+    build, build_cpu = time.perf_counter() - started, time.thread_time() - started_cpu
     for q in queries:
         index.search(q)
-    timings = []
+    timings, cpu = [], []
     for _ in range(args.rounds):
         for q in queries:
             _segment.cache_clear()  # a new question is segmented afresh: measure that too
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             index.search(q)
             timings.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.thread_time() - c0) * 1000)
     timings.sort()
+    cpu.sort()
     p50 = statistics.median(timings)
     p99 = timings[min(len(timings) - 1, int(len(timings) * 0.99))]
+    cpu_p99 = cpu[min(len(cpu) - 1, int(len(cpu) * 0.99))]
     print(f"$ python bench/kb_latency.py --entries {args.entries} --rounds {args.rounds}")
     print(f"python {platform.python_version()} on {platform.machine()}; {len(index)} entries, "
           f"{len(queries)} queries × {args.rounds} rounds = {len(timings)} searches")
-    print(f"index build: {build:.2f} s (target < 5 s)")
-    print(f"search: p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {timings[-1]:.3f} ms (target p99 < 2 ms)")
+    print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    print(f"index build: {build:.2f} s wall, {build_cpu:.2f} s CPU (target < 5 s)")
+    print(f"search: p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {timings[-1]:.3f} ms wall; "
+          f"CPU p50 {statistics.median(cpu):.3f} ms, p99 {cpu_p99:.3f} ms (target p99 < 2 ms)")
     return 0
 
 

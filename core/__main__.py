@@ -4,6 +4,7 @@
   makemigrations [NAME]   write a migration for model changes (needs DATABASE_URL of a PostgreSQL database)
   check-migrations        exit 1 when the models have changes that no migration holds
   demo                    load demo data (hospitals, devices, people) into a database that has no hospital yet
+  create-admin USERNAME   make (or reset) a console administrator; password from --password-stdin or prompted
 """
 
 from __future__ import annotations
@@ -51,6 +52,51 @@ async def _demo(settings: Settings) -> int:
     return 0
 
 
+def _new_password(from_stdin: bool) -> str | None:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        print("create-admin: the two passwords differ", file=sys.stderr)
+        return None
+    return first
+
+
+async def _create_admin(settings: Settings, username: str, name: str | None, password: str | None) -> int:
+    # The CLI is an entry point like app.py: it may reach the console's password hashing.
+    from console.auth import end_user_sessions, hash_password
+    from core.models import User
+    from core.redis import create_redis
+
+    if password is None:
+        return 2
+    if len(password) < 8:
+        print("create-admin: the password needs at least 8 characters", file=sys.stderr)
+        return 2
+    await init_db(settings)
+    password_hash = hash_password(password)
+    user = await User.get_or_none(username=username)
+    if user is None:
+        user = await User.create(username=username, name=name or username, role="admin", active=True,
+                                 password_hash=password_hash)
+        print(f"admin {username} created (id {user.id})")
+    else:
+        user.role, user.active, user.password_hash = "admin", True, password_hash
+        if name:
+            user.name = name
+        await user.save()
+        if not settings.embedded_redis:  # a reset password ends the sessions opened with the old one
+            redis = create_redis(settings)
+            try:
+                await end_user_sessions(redis, user.id)
+            finally:
+                await redis.aclose()
+        print(f"admin {username} reset (id {user.id})")
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
@@ -61,6 +107,8 @@ async def _run(args: argparse.Namespace) -> int:
             return await _makemigrations(settings, args.name)
         if args.verb == "demo":
             return await _demo(settings)
+        if args.verb == "create-admin":
+            return await _create_admin(settings, args.username, args.name, _new_password(args.password_stdin))
         return await _check(settings)
     finally:
         await close_db()
@@ -75,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     mk.add_argument("name", nargs="?", help="a short name for the migration file")
     verbs.add_parser("check-migrations", help="fail when models changed without a migration")
     verbs.add_parser("demo", help="load demo data into a database without hospitals")
+    admin = verbs.add_parser("create-admin", help="make or reset a console administrator")
+    admin.add_argument("username")
+    admin.add_argument("--name", help="the name shown in the console")
+    admin.add_argument("--password-stdin", action="store_true", help="read the password from the first stdin line")
     return asyncio.run(_run(parser.parse_args(argv)))
 
 

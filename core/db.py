@@ -24,6 +24,9 @@ MODEL_MODULES = [
     "core.models",
     "repair.models",
     "knowledge.models",
+    "care.models",
+    "vision.models",
+    "care.kiosk_models",
 ]
 MIGRATIONS_MODULE = "migrations"
 APP_LABEL = "models"

@@ -156,6 +156,12 @@ async def create_invitation(admin: User, hospital_id: int | None, role: str = "s
     raise Conflict("生成邀请码失败，请重试", code="code_collision")
 
 
+async def list_invitations(hospital_ids: set[int] | None = None, limit: int = 200) -> list[InvitationCode]:
+    """The newest codes first (with hospital and department), of ``hospital_ids`` when given."""
+    query = InvitationCode.all() if hospital_ids is None else InvitationCode.filter(hospital_id__in=sorted(hospital_ids))
+    return await query.order_by("-id").limit(limit).prefetch_related("hospital", "department", "created_by")
+
+
 async def bind_with_code(user: User, code: str, *, name: str | None = None, phone: str | None = None) -> User:
     """Bind ``user`` to the code's hospital, department and role; returns the user as stored.
 

@@ -44,7 +44,14 @@ class Settings:
     media_root: Path = PROJECT_ROOT / "var" / "media"
     # Security
     secret_key: str = ""
-    face_key: str = ""
+    face_key: str = ""  # empty: derived from SECRET_KEY (development only)
+    # Faces (vision/): offline weights under DEEPFACE_HOME/.deepface/weights; empty = $VAR_DIR/deepface.
+    deepface_home: str = ""
+    face_threshold: float = 0.07  # cosine distance at or below which two faces are one person (bench/face.py)
+    face_workers: int = 1  # embedding processes per server worker
+    face_queue: int = 4  # photos waiting per server worker beyond those being embedded; more → 503
+    face_max_bytes: int = 10 * 1024 * 1024
+    face_preload: bool = False  # start the embedding processes with the server (bin/serve sets 1)
     # Public addresses
     public_base_url: str = "http://127.0.0.1:8000"
     # Repair-page links: the one in a scan reply expires; the one printed on a label stays on a device for years.
@@ -72,6 +79,12 @@ class Settings:
     his_base_url: str = ""
     # WebRTC
     ice_servers: list = field(default_factory=list)
+    # Console (agents, engineers, admins): server-side sessions in Redis, sliding expiry; password lockout.
+    console_session_ttl: int = 8 * 3600  # seconds of inactivity before the console asks for the password again
+    console_lockout_failures: int = 5  # wrong passwords for one username within console_lockout_seconds → locked
+    console_lockout_seconds: int = 15 * 60
+    # Kiosks: how long a face login's session lasts from its start (seconds)
+    kiosk_session_ttl: int = 15 * 60
     # Operations
     log_level: str = "INFO"
     demo_data: bool = True  # bin/serve loads demo hospitals into an empty database; set DEMO_DATA=0 in production

@@ -37,7 +37,10 @@ async def mark_reviewed(log_id: int, admin: User) -> QuestionLog:
     if log is None:
         raise NotFound("该问题记录不存在", code="question_not_found")
     log.reviewed_at = _now()
-    await log.save()
+    async with in_transaction() as conn:
+        await log.save(using_db=conn, update_fields=["reviewed_at"])
+        await audit.record("kb.question_reviewed", "kb_question", log.id, actor=admin,
+                           changes={"text": log.text[:200], "kind": log.kind}, using_db=conn)
     return log
 
 

@@ -10,7 +10,11 @@ Search, per question:
 3. each candidate scored over its question and variants: IDF-weighted word overlap (what carries lay wording),
    bigram overlap, and rapidfuzz (token-set on words, plain ratio on characters); plus how much of the question
    the entry covers across all its texts;
-4. a calibrated confidence: a logistic mapping from (score, margin to the next entry, coverage) fitted on the
+   A question word the base never uses weighs by its rarity in everyday Chinese (``text.general_rarity``): fillers
+   cost nothing, a rare unknown word ("转子", "中央站") lowers every entry's coverage. An error code the question
+   quotes and an entry lacks ranks that entry down (E-77 is not E-05); another device named ranks its entries down;
+4. a calibrated confidence: a logistic mapping from (score, margin to the next entry, coverage, content, anchored —
+   the question names the entry's device or a word only that device's entries use —, same error code) fitted on the
    calibration split of ``tests/data/kb_queries.jsonl`` (``bench/kb_eval.py --fit`` writes
    ``data/calibration.json``), i.e. the estimated probability that this entry is the right one.
 
@@ -31,7 +35,7 @@ from typing import Iterable
 
 from rapidfuzz import fuzz
 
-from knowledge.text import bigrams, normalise, tokens_of_normalised
+from knowledge.text import CODE_TOKEN, bigrams, general_rarity, normalise, tokens_of_normalised
 
 CALIBRATION = Path(__file__).parent / "data" / "calibration.json"
 
@@ -64,16 +68,26 @@ _DEVICE_NAMES = {
     "内窥镜": "endoscope", "血糖仪": "glucose_meter", "制氧机": "oxygen_concentrator", "雾化器": "nebuliser",
     "体重秤": "scale", "轮椅": "wheelchair", "病床": "bed", "打印机": "printer", "电脑": "computer",
     "空调": "air_conditioner", "电梯": "lift",
+    # Other equipment of a hospital that the shipped knowledge base does not cover.
+    "注射泵": "syringe_pump", "镇痛泵": "analgesia_pump", "营养泵": "feeding_pump", "血压计": "bp_meter",
+    "体温枪": "thermometer", "额温枪": "thermometer", "耳温枪": "thermometer", "吸引器": "suction",
+    "吸痰器": "suction", "胃镜": "endoscope", "肠镜": "endoscope", "冰箱": "fridge", "无影灯": "surgical_light",
+    "手术灯": "surgical_light", "手术床": "surgical_table", "电刀": "electrosurgical_unit", "透析机": "dialysis",
+    "血球仪": "haematology_analyser", "血细胞分析仪": "haematology_analyser", "尿液分析仪": "urine_analyser",
+    "凝血仪": "coagulation_analyser", "培养箱": "incubator", "生物安全柜": "biosafety_cabinet",
+    "清洗机": "washer", "核磁": "mri", "x光机": "xray",
 }
 # Latin names (ct) only as a word of their own: "ct" inside "connect" names no device.
 _DEVICE_NAME_RE = re.compile("|".join(
     (rf"(?<![a-z]){re.escape(n)}(?![a-z])" if n.isascii() else re.escape(n))
     for n in sorted(_DEVICE_NAMES, key=len, reverse=True)))
 # Clinical decisions are never the robot's: such a question must not borrow a device entry's answer.
-_CLINICAL = re.compile(r"吃什么药|用什么药|吃药|用药|插管|多少焦|剂量|潮气量|诊断|治疗|要不要(?:插|用|吃|打|上)")
+_CLINICAL = re.compile(
+    r"吃什么药|用什么药|吃药|用药|插管|多少焦|剂量|潮气量|诊断|治疗|要不要(?:插|用|吃|打|上|加|减|调|停|换)")
 DEVICE_MISMATCH = 0.35  # score kept by entries of another device than the one(s) the question names
 CLINICAL_FACTOR = 0.5  # score kept by every entry for a clinical-decision question
 NO_CONTENT_FACTOR = 0.5  # score kept by an entry sharing nothing with the question but a device name
+CODE_MISMATCH = 0.4  # score kept by an entry lacking the error code the question quotes (E-77 is not E-05)
 
 
 def mentioned_devices(norm: str) -> set[str]:
@@ -112,6 +126,8 @@ class Scored:
     score: float  # 0..~1.1
     coverage: float  # share of the question's weight found anywhere in the entry
     content: float = 0.0  # the same over the question's words other than device names: what the fault is
+    anchored: float = 0.0  # 1 when the question names the entry's device or a word only that device's entries use
+    code: float = 0.0  # 1 when the question quotes an error code and the entry has the same code
 
 
 def normalise_for_check(text: str) -> str:
@@ -124,7 +140,9 @@ def normalise_for_check(text: str) -> str:
 _PERSON = re.compile(
     r"人工(?!鼻|气道|呼吸|智能|通气|皮肤)|真人|人公|客服|设备科|维修科|工程师|工程狮|攻城狮|维修师傅|师傅|维修人员|技术员"
     r"|报修|报个修|报休|(?:要|帮我|我想|申请)保修|上门|有人吗|有没有人|(?:找|叫|派|来|要|喊|请)(?:个|一个|一位|位)?人"
-    r"|打电话给|电话多少")
+    # asking for someone to come: 安排人来修, 叫维修的过来一趟
+    r"|安排(?:个|一个|一位|位)?(?:人|维修)|(?:找|叫|派|喊|请)(?:个|一个|一位|位)?(?:修|维修)的|(?:过)?来(?:一趟|修)"
+    r"|打电话给|电话多少|(?:维修|报修|工程师|设备科|售后)的?(?:电话|联系方式)")
 
 _CHITCHAT = re.compile(
     r"^(?:你好|您好|嗨|哈喽|hello|hi|hey|在吗|在不在|谢谢|多谢|感谢|辛苦|再见|拜拜|bye|早上好|早安|中午好|下午好|晚上好|晚安"
@@ -141,23 +159,26 @@ def wants_person(text: str) -> bool:
     return bool(_PERSON.search(normalise(text)))
 
 
+_TRYING_OUT = frozenset({"测试", "测试一下", "试试", "试一下", "试试看", "test", "testing"})
+
+
 def is_chitchat(text: str) -> bool:
-    """Greetings, thanks, jokes, weather, questions about the robot — nothing about a device."""
+    """Greetings, thanks, jokes, weather, questions about the robot, "测试一下" — nothing about a device."""
     norm = normalise(text)
     if not norm or _DEVICE_WORDS.search(norm):
         return False
-    return bool(_CHITCHAT.search(norm))
+    return norm in _TRYING_OUT or bool(_CHITCHAT.search(norm))
 
 
 # --- calibration ------------------------------------------------------------------------------------------------
 
-FEATURES = ("score", "margin", "coverage", "content")
-_DEFAULT_CALIBRATION = {"weights": [6.0, 1.5, 1.0, 2.0], "bias": -4.0}
+FEATURES = ("score", "margin", "coverage", "content", "anchored", "code")
+_DEFAULT_CALIBRATION = {"weights": [6.0, 1.5, 1.0, 2.0, 1.0, 1.0], "bias": -5.0}
 
 
 def features(best: Scored, other: Scored | None) -> list[float]:
     margin = best.score - (other.score if other else 0.0)
-    return [best.score, margin, best.coverage, best.content]
+    return [best.score, margin, best.coverage, best.content, best.anchored, best.code]
 
 
 def load_calibration(path: Path = CALIBRATION) -> dict:
@@ -205,8 +226,9 @@ class _Text:
 class Index:
     def __init__(self, entries: list[KBEntry], texts: list[list[_Text]], entry_tokens: list[frozenset[str]],
                  entry_grams: list[frozenset[str]], postings: dict[str, list[int]], idf: dict[str, float], gram_idf: dict[str, float],
-                 calibration: dict) -> None:
+                 calibration: dict, device_words: dict[str, str] | None = None) -> None:
         self._gram_idf = gram_idf
+        self._device_words = device_words or {}
         self.entries = entries
         self._texts = texts
         self._entry_tokens = entry_tokens
@@ -221,7 +243,7 @@ class Index:
     @classmethod
     def build(cls, entries: Iterable[KBEntry], *, calibration: dict | None = None) -> "Index":
         listed = list(entries)
-        raw_texts: list[list[tuple[str, list[str]]]] = []
+        raw_texts: list[list[tuple[str, list[str], frozenset[str]]]] = []
         postings: dict[str, set[int]] = defaultdict(set)
         entry_tokens: list[frozenset[str]] = []
         for i, entry in enumerate(listed):
@@ -231,9 +253,10 @@ class Index:
             for text in (entry.question, *entry.variants):
                 norm = normalise(text)
                 toks = tokens_of_normalised(norm)
-                per_entry.append((norm, toks))
+                grams = frozenset(bigrams(norm))
+                per_entry.append((norm, toks, grams))
                 words.update(toks)
-                for gram in bigrams(norm):
+                for gram in grams:
                     postings["\x01" + gram].add(i)
             # The device's own name counts for the entry even where a variant says "it".
             words.update(tokens_of_normalised(normalise(label)))
@@ -248,16 +271,25 @@ class Index:
         entry_grams = []
         for per_entry in raw_texts:
             built = []
-            for norm, toks in per_entry:
-                grams = frozenset(bigrams(norm))
+            for norm, toks, grams in per_entry:
                 built.append(_Text(chars=norm.replace(" ", ""), words=" ".join(toks), token_set=frozenset(toks),
                                    weight=sum(idf.get(t, 0.0) for t in set(toks)) or 1.0, gram_set=grams,
                                    gram_weight=sum(gram_idf.get(g, 0.0) for g in grams) or 1.0))
             texts.append(built)
             entry_grams.append(frozenset().union(*(t.gram_set for t in built)))
         frozen = {term: sorted(ids) for term, ids in postings.items()}
+        # Words used by one device type's entries only ("湿化罐", "bd", "样本针"): they say which device is meant
+        # as surely as its name.
+        device_words: dict[str, str] = {}
+        types = [e.device_type for e in listed]
+        for term, ids in frozen.items():
+            if term.startswith("\x01") or len(term) < 2 and not term.isascii():
+                continue
+            first = types[ids[0]]
+            if all(types[i] == first for i in ids):  # stops at the first other device: cheap for common words
+                device_words[term] = first
         return cls(listed, texts, entry_tokens, entry_grams, frozen, idf, gram_idf,
-                   calibration if calibration is not None else load_calibration())
+                   calibration if calibration is not None else load_calibration(), device_words)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -266,7 +298,12 @@ class Index:
         return self._gram_idf.get(gram, self._unknown)
 
     def _weight(self, token: str) -> float:
-        return self._idf.get(token, self._unknown)
+        known = self._idf.get(token)
+        if known is not None:
+            return known
+        # A word the knowledge base never uses: a filler ("小时") weighs next to nothing, a rare word ("转子")
+        # almost as much as the rarest word of the base, so an entry that lacks it covers less of the question.
+        return self._unknown * general_rarity(token)
 
     def score(self, text: str, *, device_type: str | None = None) -> list[Scored]:
         """Every candidate's raw evidence, best first (calibration and the benches read this)."""
@@ -299,6 +336,8 @@ class Index:
             return []
         g_weight = sum(self._gram_weight(g) for g in grams) or 1.0
         named = mentioned_devices(norm)
+        codes = {t for t in qset if CODE_TOKEN.fullmatch(t)}
+        hinted = named | {self._device_words[t] for t in qset if t in self._device_words}
         clinical = bool(_CLINICAL.search(norm))
         q_chars = norm[:200].replace(" ", "")
         q_words = " ".join(toks)
@@ -331,11 +370,20 @@ class Index:
                 score *= DEVICE_MISMATCH
                 coverage *= DEVICE_MISMATCH
                 content *= DEVICE_MISMATCH
+            code = 0.0
+            if codes:
+                if codes & self._entry_tokens[i]:
+                    code = 1.0
+                else:
+                    # The question quotes a code this entry doesn't know: another fault, whatever else matches.
+                    score *= CODE_MISMATCH
+                    content *= CODE_MISMATCH
             if device_type and entry_type == device_type:
                 score += DEVICE_BOOST
             if clinical:
                 score *= CLINICAL_FACTOR
-            out.append(Scored(i, score, coverage, content))
+            anchored = 1.0 if entry_type in hinted or entry_type == device_type else 0.0
+            out.append(Scored(i, score, coverage, content, anchored, code))
         out.sort(key=lambda s: s.score, reverse=True)
         return out
 

@@ -9,6 +9,7 @@ keeping error codes whole and dropping stop words.
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 import threading
@@ -28,7 +29,7 @@ MAX_TOKENISED = 200  # characters segmented: past this a message is noise for re
 # "e" must not be the end of an English word ("code 05"), hence the look-behind on letters.
 _CODE = re.compile(
     r"(?<![a-z])(err(?:or)?|er|e|错误代码|错误码|故障码|错误)\s*[-_:#]?\s*0*(\d{1,4})(?![0-9])")
-_CODE_TOKEN = re.compile(r"(?:err|e)-\d{2,4}")
+CODE_TOKEN = re.compile(r"(?:err|e)-\d{2,4}")
 _SPACES = re.compile(r"\s+")
 
 STOP_WORDS = frozenset("""
@@ -36,6 +37,7 @@ STOP_WORDS = frozenset("""
 他 她 它 是 就 都 还 也 又 在 有 和 与 跟 及 会 要 能 可以 怎么 怎么办 怎样 如何 咋 咋办 咋整 为什么 什么 啥 该 应该 一直 老是
 总是 突然 现在 刚才 今天 了吗 没 得 地 着 过 把 被 让 给 上 下 里 中 时 时候 后 之后 然后 但是 可是 因为 所以 如果 the a
 机器 东西 说 显示 提示 出现 好像 是不是 怎么回事 咋回事 意思 问题 用不了 不行 弄 处理 办 一点 有点 很 太 好多 老 那块 那个
+一个 一些 这样 那样 那么 这么 还是 已经 的话 起来 上来 下来 出来 一样 一直在 能不能 可不可以 是否 想 别 帮忙 帮 看看
 to is of and
 """.split())
 
@@ -91,11 +93,18 @@ def normalise(text: str) -> str:
     joined = "".join(pieces)
     typo_re, typos = _TYPOS
     if typo_re is not None:
-        joined = typo_re.sub(lambda m: typos[m.group(0)], joined)
+        # Twice, so that forms compose: "开机键没有任何反应" → "电源键没反应" → "无法开机".
+        for _ in range(2):
+            joined, changed = typo_re.subn(lambda m: typos[m.group(0)], joined)
+            if not changed:
+                break
     return _SPACES.sub(" ", joined).strip()
 
 
 _TYPOS = _load_typos()
+_DOMAIN_WORDS = frozenset(
+    {line.split()[0] for line in DOMAIN_DICT.read_text(encoding="utf-8").splitlines() if line.strip()}
+    | {w for right in _TYPOS[1].values() for w in right.split()})
 _jieba_lock = threading.Lock()
 _jieba_ready = False
 
@@ -130,7 +139,7 @@ def tokens_of_normalised(norm: str) -> list[str]:
     for chunk in norm[:MAX_TOKENISED].split(" "):
         if not chunk:
             continue
-        if _CODE_TOKEN.fullmatch(chunk):
+        if CODE_TOKEN.fullmatch(chunk):
             out.append(chunk)
             continue
         for word in _segment(chunk):
@@ -138,6 +147,23 @@ def tokens_of_normalised(norm: str) -> list[str]:
             if word and word not in STOP_WORDS:
                 out.append(word)
     return out
+
+
+@lru_cache(maxsize=8192)
+def general_rarity(word: str) -> float:
+    """How rare a word is in everyday Chinese, 0 (filler: "小时", "里面") .. 1 (rare: "转子", "体温枪"), from
+    jieba's general-language word frequencies. A question word the knowledge base never uses weighs by this: a
+    filler must not dilute the match, a rare word the base lacks is a sign the question is about something else."""
+    _ensure_jieba()
+    if word in _DOMAIN_WORDS:
+        return 1.0  # its frequency in jieba is ours, not the language's: a domain word is a rare word
+    freq = jieba.dt.FREQ.get(word, 0)
+    surprisal = math.log(jieba.dt.total / (freq + 1))
+    return min(1.0, max(0.05, (surprisal - _COMMON_SURPRISAL) / (_RARE_SURPRISAL - _COMMON_SURPRISAL)))
+
+
+_COMMON_SURPRISAL = 7.5  # about "不能", "起来": no information about a fault
+_RARE_SURPRISAL = 12.5  # about "转子", "带子": as informative as a domain word
 
 
 def tokens(text: str) -> list[str]:
@@ -149,7 +175,7 @@ def bigrams(norm: str) -> set[str]:
     """Character bigrams within each word chunk of normalised text: robust to words jieba has never seen."""
     out: set[str] = set()
     for chunk in norm[:MAX_TOKENISED].split(" "):
-        if _CODE_TOKEN.fullmatch(chunk):
+        if CODE_TOKEN.fullmatch(chunk):
             out.add(chunk)
             continue
         out.update(chunk[i:i + 2] for i in range(len(chunk) - 1))

@@ -7,8 +7,11 @@ from miniprogram_api.h5_auth import bp as h5_auth_bp
 from miniprogram_api.repair_api import bp as repair_bp
 from miniprogram_api.h5_repair import bp as h5_repair_bp
 from miniprogram_api.kb_admin import bp as kb_admin_bp
+from miniprogram_api.h5_engineer import bp as h5_engineer_bp
+from miniprogram_api.patient_api import bp as patient_bp
 
 # Each blueprint carries its own url_prefix (/mp/v1, /h5/auth): the group adds none.
-bp = Blueprint.group(auth_bp, h5_auth_bp, repair_bp, h5_repair_bp, kb_admin_bp)
+bp = Blueprint.group(auth_bp, h5_auth_bp, repair_bp, h5_repair_bp, kb_admin_bp, patient_bp,
+                     h5_engineer_bp)
 
 __all__ = ["bp"]

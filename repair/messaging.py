@@ -34,6 +34,19 @@ MESSAGES: dict[str, list[tuple[str, str]]] = {
 }
 
 
+def ticket_link(settings: Settings, number: str, role: str = "reporter") -> str:
+    """The page a message links to: the engineer's job page for the engineer, the ticket page for the others."""
+    page = "/h5/engineer/tickets/" if role == "engineer" else "/h5/tickets/"
+    return f"{settings.public_base_url.rstrip('/')}{page}{number}"
+
+
+def target_name(ticket: Ticket) -> str:
+    """The device (or group) of a ticket whose ``device`` and ``group`` are fetched, as messages name it."""
+    if ticket.device_id and ticket.device:
+        return f"{ticket.device.name}（{ticket.device.system_number}）"
+    return ticket.group.name if ticket.group_id and ticket.group else ""
+
+
 class TicketNotifier:
     def __init__(self, settings: Settings, wechat):
         self.settings = settings
@@ -59,7 +72,10 @@ class TicketNotifier:
     async def _owed(self, ticket: Ticket, transition: TicketTransition) -> list[Notification]:
         people = await self._people(ticket)
         owed = []
-        for role, _first in MESSAGES.get(transition.to_state, ()):
+        messages = MESSAGES.get(transition.to_state, ())
+        if transition.action == "reassign":  # only the engineer taking over needs to hear of it
+            messages = [(role, first) for role, first in messages if role == "engineer"]
+        for role, _first in messages:
             for openid, user in people.get(role, ()):
                 own_action = transition.actor_id and user and user.id == transition.actor_id
                 if not openid or (own_action and transition.to_state != "new"):
@@ -94,7 +110,8 @@ class TicketNotifier:
         note.attempts += 1
         try:
             note.wechat_msgid = await self.wechat.send_template(
-                note.openid, template_id, self._data(ticket, transition, note.role), url=self._link(ticket))
+                note.openid, template_id, self._data(ticket, transition, note.role),
+                url=ticket_link(self.settings, ticket.number, note.role))
             note.status, note.sent_at, note.last_error = "sent", datetime.now(timezone.utc), ""
             await note.save()
             return True
@@ -107,19 +124,13 @@ class TicketNotifier:
                         "will be retried" if passing else "failed", exc.message)
             return not passing
 
-    def _link(self, ticket: Ticket) -> str:
-        return f"{self.settings.public_base_url.rstrip('/')}/h5/tickets/{ticket.number}"
-
     def _data(self, ticket: Ticket, transition: TicketTransition, role: str) -> dict:
         tz = ZoneInfo(self.settings.timezone)
         first = dict(MESSAGES.get(transition.to_state, ())).get(role, "工单状态已更新。")
-        target = ticket.device or ticket.group
-        target_name = (f"{ticket.device.name}（{ticket.device.system_number}）" if ticket.device
-                       else (ticket.group.name if ticket.group else ""))
         return {
             "first": first,
             "keyword1": ticket.number,
-            "keyword2": target_name if target else "",
+            "keyword2": target_name(ticket),
             "keyword3": STATE_LABELS.get(transition.to_state, transition.to_state),
             "keyword4": transition.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
             "remark": (transition.note or "点击查看工单详情")[:100],

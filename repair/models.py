@@ -89,6 +89,8 @@ class Ticket(Model):
     updated_at = fields.DatetimeField(auto_now=True)
     done_at = fields.DatetimeField(null=True)
     closed_at = fields.DatetimeField(null=True)
+    # When the assigned engineer accepted the job (cleared when another engineer is assigned).
+    engineer_accepted_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "ticket"
@@ -103,6 +105,10 @@ class TicketTransition(Model):
                                    on_delete=fields.SET_NULL)
     actor_label = fields.CharField(max_length=64, default="system")
     note = fields.TextField(default="")
+    # Empty for a change of state. Otherwise an action on the ticket that is part of its trail (reply, note,
+    # accept, take, reassign, save_to_kb): such rows may keep the state (from_state == to_state), so code counting
+    # state changes filters ``action=""``.
+    action = fields.CharField(max_length=24, default="")
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -116,6 +122,9 @@ class TicketAttachment(Model):
     kind = fields.CharField(max_length=16)  # photo | voice | video | document
     # WeChat's speech recognition (or a transcript) for voice.
     transcript = fields.TextField(null=True)
+    # Photos an engineer added with a note; null for the reporter's own attachments.
+    message = fields.ForeignKeyField("models.TicketMessage", related_name="attachments", null=True,
+                                     on_delete=fields.SET_NULL)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -213,3 +222,42 @@ class LabelQr(Model):
 
     class Meta:
         table = "label_qr"
+
+
+class TicketMessage(Model):
+    """What people wrote on a ticket: an agent's reply to the reporter (sent over WeChat) or a working note
+    (an engineer's notes and photos, the engineer accepting the job). Text is stored as written; pages escape it."""
+
+    id = fields.BigIntField(primary_key=True)
+    ticket = fields.ForeignKeyField("models.Ticket", related_name="messages", on_delete=fields.CASCADE)
+    author = fields.ForeignKeyField("models.User", related_name="ticket_messages", null=True,
+                                    on_delete=fields.SET_NULL)
+    author_label = fields.CharField(max_length=64, default="")
+    author_role = fields.CharField(max_length=16)  # agent | engineer | admin
+    kind = fields.CharField(max_length=16)  # reply | note | accept
+    text = fields.TextField(default="")
+    via = fields.CharField(max_length=16, null=True)  # replies: custom (customer-service message) | template
+    # internal (not sent anywhere) | pending | sent | failed (kept, with the reason)
+    delivery = fields.CharField(max_length=16, default="internal")
+    delivery_error = fields.TextField(default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "ticket_message"
+
+
+class CannedReply(Model):
+    """A prepared reply agents pick from; for one hospital, or for all (hospital null)."""
+
+    id = fields.IntField(primary_key=True)
+    hospital = fields.ForeignKeyField("models.Hospital", related_name="canned_replies", null=True,
+                                      on_delete=fields.CASCADE)
+    title = fields.CharField(max_length=64)
+    text = fields.TextField()
+    created_by = fields.ForeignKeyField("models.User", related_name="canned_replies", null=True,
+                                        on_delete=fields.SET_NULL)
+    active = fields.BooleanField(default=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "canned_reply"

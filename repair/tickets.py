@@ -174,7 +174,10 @@ async def change_state(ticket: Ticket, to_state: str, *, events: EventBus, actor
         current = await Ticket.filter(id=ticket.id).using_db(conn).select_for_update().first()
         if current is None:
             raise NotFound("工单不存在", code="ticket_not_found")
-        if current.state not in ALLOWED[to_state]:
+        # Another engineer takes over a ticket already with an engineer: the state stays, the change is stored.
+        reassign = (to_state == current.state == "with_engineer" and engineer is not None
+                    and engineer.id != current.engineer_id)
+        if current.state not in ALLOWED[to_state] and not reassign:
             raise Conflict(f"工单当前为“{STATE_LABELS[current.state]}”，不能改为“{STATE_LABELS[to_state]}”",
                            code="illegal_transition")
         changes: dict = {"state": to_state}
@@ -182,6 +185,8 @@ async def change_state(ticket: Ticket, to_state: str, *, events: EventBus, actor
             current.agent = agent
             changes["agent"] = agent.id
         if engineer is not None:
+            if engineer.id != current.engineer_id:
+                current.engineer_accepted_at = None  # the new engineer has not accepted yet
             current.engineer = engineer
             changes["engineer"] = engineer.id
         if to_state == "with_engineer" and current.engineer_id is None:
@@ -197,7 +202,7 @@ async def change_state(ticket: Ticket, to_state: str, *, events: EventBus, actor
         await current.save(using_db=conn)
         transition = await TicketTransition.create(ticket=current, from_state=from_state, to_state=to_state,
                                                    actor=actor.user, actor_label=actor.name[:64], note=note[:2000],
-                                                   using_db=conn)
+                                                   action="reassign" if reassign else "", using_db=conn)
         if to_state == "closed":
             await _record_repair(current, conn)
         elif to_state == "reopened" and current.device_id:
@@ -243,7 +248,8 @@ async def maintenance_score(device_id: int, conn=None, *, closing: Ticket | None
     by_id = {t["id"]: t["tier"] for t in tickets}
     if closing is not None:
         by_id[closing.id] = closing.tier
-    reopened = await TicketTransition.filter(ticket_id__in=list(by_id), to_state="reopened").using_db(conn).count()
+    reopened = await TicketTransition.filter(ticket_id__in=list(by_id), to_state="reopened",
+                                             action="").using_db(conn).count()
     burden = sum(5 if tier == "basic" else 10 for tier in by_id.values()) + 5 * reopened
     return max(0, 100 - burden)
 
@@ -262,8 +268,12 @@ async def close_stale_done(*, events: EventBus, now: datetime | None = None) -> 
     return closed
 
 
-async def history(ticket: Ticket) -> list[TicketTransition]:
-    return await TicketTransition.filter(ticket=ticket).order_by("created_at", "id")
+async def history(ticket: Ticket, *, actions: bool = False) -> list[TicketTransition]:
+    """The ticket's changes of state; with ``actions`` also the work done without one (replies, notes, …)."""
+    rows = TicketTransition.filter(ticket=ticket)
+    if not actions:
+        rows = rows.filter(action="")
+    return await rows.order_by("created_at", "id")
 
 
 def _event_data(ticket: Ticket, from_state: str | None, transition: TicketTransition) -> dict:

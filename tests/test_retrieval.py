@@ -96,12 +96,14 @@ def test_a_device_question_is_not_chitchat(said):
 
 @pytest.mark.parametrize("said", ["转人工", "人工客服", "我要人工", "转接人工服务", "找人", "有人吗", "帮我报修", "我要报修呼吸机",
                                   "叫工程师", "派工程师上门", "派个工程师来", "上门维修", "找维修师傅", "让设备科来人",
-                                  "赚人工", "转人公", "报休", "工程狮快来", "监护仪黑屏了，叫个工程师", "直接联系工程师"])
+                                  "赚人工", "转人公", "报休", "工程狮快来", "监护仪黑屏了，叫个工程师", "直接联系工程师",
+                                  "安排个人过来", "叫修的来", "派维修的过来", "麻烦来一趟", "什么时候能来修"])
 def test_explicit_requests_for_a_person_are_detected(said):
     assert retrieval.wants_person(said)
 
 
-@pytest.mark.parametrize("said", ["呼吸机漏气报警怎么办", "人工鼻怎么更换", "病人血氧测不出", "你好"])
+@pytest.mark.parametrize("said", ["呼吸机漏气报警怎么办", "人工鼻怎么更换", "病人血氧测不出", "你好",
+                                  "监护仪修好以后还要校准吗", "血压计拿过来看结果不准"])
 def test_questions_are_not_requests_for_a_person(said):
     assert not retrieval.wants_person(said)
 
@@ -114,6 +116,59 @@ def test_a_clinical_question_gets_no_confident_answer(index):
 def test_an_unknown_device_gets_no_confident_answer(index):
     found = index.search("B超机的探头怎么消毒")
     assert not found or found[0].confidence < ANSWER_AT
+
+
+def confident(index: Index, text: str) -> str | None:
+    """The entry the robot would answer with, or None (decline / hand off as unsure)."""
+    found = index.search(text, limit=1)
+    return found[0].entry.id if found and found[0].confidence >= ANSWER_AT else None
+
+
+@pytest.mark.parametrize("question", ["呼吸机屏幕显示E-77", "输液泵显示Err 31", "离心机E-05"])
+def test_an_error_code_the_entry_lacks_is_not_answered_from_it(index, question):
+    # E-77 on a ventilator is not the ventilator's E-05 fault, however alike the rest of the words.
+    assert confident(index, question) is None
+
+
+def test_a_quoted_error_code_picks_the_entry_with_that_code(index):
+    assert confident(index, "呼吸机屏幕上E-05一直闪") == "vent-05"
+    assert confident(index, "生化那台报ERR 07了") == "chem-07"
+
+
+def test_filler_words_do_not_hide_the_fault(index):
+    # "一个小时", "里面", "还是" say nothing about the fault: they must not dilute what "凉" does say.
+    assert confident(index, "消毒柜开了好一会儿了里面还是凉的") == "dis-01"
+
+
+def test_a_rare_word_the_knowledge_base_lacks_keeps_the_robot_from_answering(index):
+    assert confident(index, "监护仪的中央站软件怎么升级") is None
+
+
+@pytest.mark.parametrize(("question", "expected"), [("湿化罐不热", "vent-07"), ("样本针堵了", "chem-03")])
+def test_a_word_only_one_device_uses_says_which_device_is_meant(index, question, expected):
+    assert confident(index, question) == expected
+
+
+@pytest.mark.parametrize("question", ["额温枪读数不准", "注射泵提示快推完了", "胃镜吸引没力"])
+def test_equipment_outside_the_knowledge_base_is_not_answered(index, question):
+    assert confident(index, question) is None
+
+
+@pytest.mark.parametrize(("question", "expected"), [("看心跳的机器黑屏了", "mon-04"),
+                                                    ("监护仪按了开机键没有反应", "mon-04"),
+                                                    ("打点滴的泵说有泡泡", "pump-01")])
+def test_lay_names_and_composed_lay_phrases_find_the_entry(index, question, expected):
+    assert confident(index, question) == expected
+
+
+@pytest.mark.parametrize("said", ["测试一下", "试试"])
+def test_trying_the_robot_out_is_chitchat(said):
+    assert retrieval.is_chitchat(said)
+
+
+@pytest.mark.parametrize("said", ["维修电话是多少", "售后的联系方式", "工程师电话"])
+def test_asking_for_the_repair_line_is_a_request_for_a_person(said):
+    assert retrieval.wants_person(said)
 
 
 @pytest.mark.parametrize("said", ["", "   ", "😀😂👍", "。。。！！！", "\x00\x07\x1b\x7f", "\u200b\ufeff"])

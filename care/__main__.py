@@ -1,0 +1,177 @@
+"""``python -m care <verb>``: patient imports.
+
+  import-fhir FILE          import FHIR R4 Patient / Practitioner / Encounter (+ Condition, MedicationRequest) from a
+                            Bundle, a single resource or NDJSON
+  import-fhir --server      the same from the FHIR server at HIS_BASE_URL, page by page (``next`` links)
+  import-csv FILE --photos DIR
+                            import patients from CSV (UTF-8 or GBK) or XLSX, with their photos from DIR
+
+Patient photos are embedded and enrolled in the face index (``--no-photos`` skips them). Progress goes to stderr;
+the report (in Chinese, as the people who run it read it) to stdout, and as JSON with ``--report FILE``.
+Exit status: 0 imported, 1 rejected (nothing stored) or cannot start, 3 imported but some records failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from core.db import close_db, init_db
+from core.errors import AppError
+from core.log import configure_logging
+from core.settings import Settings
+
+PARTIAL = 3
+
+
+class ProgressLine:
+    """``导入 n/total`` on stderr: rewritten in place on a terminal, a line every few seconds in a log."""
+
+    def __init__(self, stream=sys.stderr, every: float = 0.2, log_every: float = 5.0):
+        self.stream, self.tty = stream, stream.isatty()
+        self.every = every if self.tty else log_every
+        self.last = 0.0
+        self.started = time.monotonic()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every and done != total:
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-6)
+        text = f"导入 {done}/{total}" if total else f"导入 {done}"
+        text += f"（{rate:.0f} 条/秒）"
+        if self.tty:
+            self.stream.write("\r" + text + "   ")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty and self.last:
+            self.stream.write("\n")
+
+
+async def _photo_step(settings: Settings, args: argparse.Namespace, closers: list):
+    """The vision photo step, started for this process (weights checked, index loaded, events to the servers)."""
+    if args.no_photos:
+        return None
+    from care.importing import enrol_with_vision
+    from core.events import EventBus
+    from core.redis import create_redis
+    from vision import runtime
+    from vision.setup import WeightsMissing
+
+    redis = create_redis(settings)
+    closers.append(redis.aclose)
+    try:
+        await runtime.start(settings, EventBus(redis))  # enrolments reach every server's index through events
+    except WeightsMissing as exc:
+        raise SystemExit(f"{exc}\n（或加 --no-photos 只导入资料，不登记照片）") from None
+    closers.append(runtime.stop)
+    return enrol_with_vision
+
+
+def _photo_workers(settings: Settings) -> int:
+    """One photo more in flight than there are embedding processes: none of them waits for the next photo."""
+    return settings.face_workers + 1
+
+
+def _print_report(report, args: argparse.Namespace) -> int:
+    print("\n".join(report.lines()) or "没有可导入的记录")
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.as_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
+    return PARTIAL if report.failed else 0
+
+
+async def _import_fhir(settings: Settings, args: argparse.Namespace, closers: list) -> int:
+    from care.fhir_import import import_file, import_from_server
+    from integrations.his import HISClient
+
+    if args.server and args.file:
+        raise SystemExit("import-fhir: give FILE or --server, not both")
+    if not args.server and not args.file:
+        raise SystemExit("import-fhir: give FILE or --server")
+    if args.server and not settings.his_base_url:
+        raise SystemExit("import-fhir --server: set HIS_BASE_URL to the FHIR server's base URL")
+    if args.file and not Path(args.file).is_file():
+        raise SystemExit(f"无法读取文件 {args.file}")
+    his = HISClient(settings.his_base_url) if settings.his_base_url else None
+    if his is not None:
+        closers.append(his.close)
+    photos = await _photo_step(settings, args, closers)
+    progress = ProgressLine()
+    try:
+        if args.server:
+            params = {"_count": str(args.count)}
+            report = await import_from_server(his, params=params, progress=progress, secret_key=settings.secret_key,
+                                              photos=photos, photo_workers=_photo_workers(settings))
+        else:
+            report = await import_file(Path(args.file), progress=progress, secret_key=settings.secret_key,
+                                       photos=photos, his=his, photo_workers=_photo_workers(settings))
+    finally:
+        progress.finish()
+    return _print_report(report, args)
+
+
+async def _import_csv(settings: Settings, args: argparse.Namespace, closers: list) -> int:
+    from care.csv_import import import_table
+
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"无法读取文件 {args.file}：{exc.strerror}") from None
+    photos = await _photo_step(settings, args, closers) if args.photos else None
+    progress = ProgressLine()
+    try:
+        report = await import_table(data, Path(args.file).name, photo_dir=Path(args.photos) if args.photos else None,
+                                    secret_key=settings.secret_key, photos=photos, progress=progress,
+                                    photo_workers=_photo_workers(settings))
+    finally:
+        progress.finish()
+    return _print_report(report, args)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    closers: list = []
+    try:
+        await init_db(settings)
+        verb = _import_fhir if args.verb == "import-fhir" else _import_csv
+        return await verb(settings, args, closers)
+    except AppError as exc:  # the input as a whole was refused: nothing stored
+        print(exc.message, file=sys.stderr)
+        return 1
+    except SystemExit as exc:
+        print(exc.code, file=sys.stderr)
+        return 1
+    finally:
+        for close in reversed(closers):
+            await close()
+        await close_db()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m care", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    fhir = verbs.add_parser("import-fhir", help="import FHIR R4 patients, practitioners and encounters")
+    fhir.add_argument("file", nargs="?", help="a Bundle, a resource, or NDJSON (.json / .ndjson)")
+    fhir.add_argument("--server", action="store_true", help="read from the FHIR server at HIS_BASE_URL instead")
+    fhir.add_argument("--count", type=int, default=100, help="page size asked of the server (_count)")
+    table = verbs.add_parser("import-csv", help="import patients from CSV/XLSX and a photo folder")
+    table.add_argument("file", help="the CSV or XLSX file")
+    table.add_argument("--photos", metavar="DIR", help="the folder holding the photos the table names")
+    for verb in (fhir, table):
+        verb.add_argument("--no-photos", action="store_true", help="import the records only; enrol no photos")
+        verb.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
+    return asyncio.run(_run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

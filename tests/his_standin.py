@@ -1,0 +1,227 @@
+"""A local stand-in of a hospital information system's FHIR R4 server (aiohttp.web), for tests and demos.
+
+The subset medwx uses: search (``GET /Patient?_count=N``) answering ``searchset`` Bundles with ``self``/``next``
+links (paging by ``_offset``), read (``GET /Type/id``), create (``POST /Type``, 201 with ``Location``), ``Binary``
+as FHIR JSON or raw bytes by the ``Accept`` header, OperationOutcome errors. It records every call; knobs let a test
+make the next request to a path fail.
+
+Run on its own for a demo (``python -m tests.his_standin --port 8701 --load bundle.json``): it prints its base URL
+and serves the resources of the files given (Bundles or NDJSON) until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import itertools
+import json
+import signal
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from aiohttp import web
+
+FHIR_JSON = "application/fhir+json"
+SEARCHABLE = ("Patient", "Practitioner", "Encounter", "Organization", "Condition", "MedicationRequest",
+              "Appointment", "Binary")
+DEFAULT_COUNT = 50
+
+
+class Call(NamedTuple):
+    method: str
+    path: str
+    query: dict
+    json: Any
+
+
+def _outcome(status: int, code: str, text: str) -> web.Response:
+    body = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
+    return web.Response(status=status, text=json.dumps(body), content_type=FHIR_JSON)
+
+
+def _rewrite_references(value: Any, local: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: (local.get(v, v) if k == "reference" and isinstance(v, str) else _rewrite_references(v, local))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rewrite_references(v, local) for v in value]
+    return value
+
+
+class HISStandIn:
+    def __init__(self, *, page_size: int = DEFAULT_COUNT):
+        self.page_size = page_size
+        self.resources: dict[str, dict[str, dict]] = {}  # type -> id -> resource
+        self.calls: list[Call] = []
+        self.base_url = ""
+        self._ids = itertools.count(1)
+        self._failures: dict[str, list[int]] = {}
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{bound_host}:{bound_port}/fhir"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._record], client_max_size=16 * 1024 * 1024)
+        app.router.add_get("/fhir/metadata", self._metadata)
+        app.router.add_get("/fhir/{type}", self._search)
+        app.router.add_post("/fhir/{type}", self._create)
+        app.router.add_get("/fhir/{type}/{id}", self._read)
+        return app
+
+    # -- knobs -----------------------------------------------------------------------------------------------------
+    def add(self, *resources: dict) -> None:
+        """Serve these resources (a resource without an id gets one)."""
+        for resource in resources:
+            resource = dict(resource)
+            resource.setdefault("id", f"s{next(self._ids)}")
+            self.resources.setdefault(resource["resourceType"], {})[resource["id"]] = resource
+
+    def add_binary(self, binary_id: str, data: bytes, content_type: str = "image/jpeg") -> None:
+        self.add({"resourceType": "Binary", "id": binary_id, "contentType": content_type,
+                  "data": base64.b64encode(data).decode()})
+
+    def load(self, path: Path) -> int:
+        """Serve the resources of a Bundle or NDJSON file; how many."""
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            docs = [json.loads(text)]
+        except ValueError:
+            docs = [json.loads(line) for line in text.splitlines() if line.strip()]
+        found, local = [], {}
+        for doc in docs:
+            if doc.get("resourceType") == "Bundle":
+                for entry in doc.get("entry") or []:
+                    if "resource" in entry:
+                        found.append(entry["resource"])
+                        if entry.get("fullUrl") and entry["resource"].get("id"):
+                            local[entry["fullUrl"]] = f"{entry['resource']['resourceType']}/{entry['resource']['id']}"
+            else:
+                found.append(doc)
+        # As a server storing a batch does: bundle-local references (urn:uuid:…) become Type/id.
+        self.add(*(_rewrite_references(r, local) for r in found))
+        return len(found)
+
+    def fail_next(self, path: str, status: int = 500, times: int = 1) -> None:
+        """The next request(s) to ``path`` (e.g. ``/fhir/Patient``) answer an OperationOutcome with ``status``."""
+        self._failures.setdefault(path, []).extend([status] * times)
+
+    def calls_to(self, path: str) -> list[Call]:
+        return [c for c in self.calls if c.path == path]
+
+    # -- handlers --------------------------------------------------------------------------------------------------
+    @web.middleware
+    async def _record(self, request: web.Request, handler):
+        raw = await request.read()
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        self.calls.append(Call(request.method, request.path, dict(request.query), parsed))
+        if self._failures.get(request.path):
+            return _outcome(self._failures[request.path].pop(0), "exception", "injected failure")
+        return await handler(request)
+
+    async def _metadata(self, request: web.Request) -> web.Response:
+        body = {"resourceType": "CapabilityStatement", "status": "active", "fhirVersion": "4.0.1", "kind": "instance",
+                "format": ["json"], "rest": [{"mode": "server", "resource": [
+                    {"type": t, "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "create"}]}
+                    for t in SEARCHABLE]}]}
+        return web.Response(text=json.dumps(body), content_type=FHIR_JSON)
+
+    def _page_url(self, request: web.Request, offset: int, count: int) -> str:
+        query = {k: v for k, v in request.query.items() if k not in ("_offset", "_count")}
+        query.update({"_count": str(count), "_offset": str(offset)})
+        return str(request.url.with_query(query))
+
+    async def _search(self, request: web.Request) -> web.Response:
+        rtype = request.match_info["type"]
+        if rtype not in SEARCHABLE:
+            return _outcome(404, "not-supported", f"unknown resource type {rtype}")
+        try:
+            count = max(1, min(int(request.query.get("_count", self.page_size)), 1000))
+            offset = max(0, int(request.query.get("_offset", 0)))
+        except ValueError:
+            return _outcome(400, "invalid", "_count and _offset are integers")
+        matches = list(self.resources.get(rtype, {}).values())
+        if "_id" in request.query:
+            wanted = set(request.query["_id"].split(","))
+            matches = [r for r in matches if r["id"] in wanted]
+        page = matches[offset:offset + count]
+        links = [{"relation": "self", "url": self._page_url(request, offset, count)}]
+        if offset + count < len(matches):
+            links.append({"relation": "next", "url": self._page_url(request, offset + count, count)})
+        base = str(request.url.with_path("/fhir").with_query(None))
+        body = {"resourceType": "Bundle", "type": "searchset", "total": len(matches), "link": links,
+                "entry": [{"fullUrl": f"{base}/{rtype}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+                          for r in page]}
+        return web.Response(text=json.dumps(body, ensure_ascii=False), content_type=FHIR_JSON)
+
+    async def _read(self, request: web.Request) -> web.Response:
+        rtype, rid = request.match_info["type"], request.match_info["id"]
+        resource = self.resources.get(rtype, {}).get(rid)
+        if resource is None:
+            return _outcome(404, "not-found", f"{rtype}/{rid} is not known")
+        if rtype == "Binary" and FHIR_JSON not in request.headers.get("Accept", ""):
+            return web.Response(body=base64.b64decode(resource.get("data", "")),
+                                content_type=resource.get("contentType", "application/octet-stream"))
+        return web.Response(text=json.dumps(resource, ensure_ascii=False), content_type=FHIR_JSON)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        rtype = request.match_info["type"]
+        try:
+            resource = await request.json()
+        except ValueError:
+            return _outcome(400, "invalid", "the body is not JSON")
+        if not isinstance(resource, dict) or resource.get("resourceType") != rtype:
+            return _outcome(400, "invalid", f"the body is not a {rtype}")
+        resource = dict(resource, id=f"c{next(self._ids)}")
+        self.add(resource)
+        location = str(request.url.with_path(f"/fhir/{rtype}/{resource['id']}").with_query(None))
+        return web.Response(status=201, text=json.dumps(resource, ensure_ascii=False), content_type=FHIR_JSON,
+                            headers={"Location": location})
+
+
+# -- command line ----------------------------------------------------------------------------------------------------
+def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.his_standin", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8701)
+    parser.add_argument("--page-size", type=int, default=DEFAULT_COUNT)
+    parser.add_argument("--load", nargs="*", default=[], help="Bundle or NDJSON files whose resources to serve")
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    standin = HISStandIn(page_size=args.page_size)
+    for path in args.load:
+        standin.load(Path(path))
+    print(await standin.start(args.host, args.port), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await standin.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(_serve(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
