@@ -36,6 +36,9 @@ def create_app(settings: Settings | None = None) -> Sanic:
     app.config.OAS_URL_PREFIX = "/docs"
     app.config.API_TITLE = "medwx"
     app.ctx.settings = settings
+    app.config.HTTP_AUTO_OPTIONS = False
+    app.config.CORS_AUTOMATIC_OPTIONS = False
+    app.config.HTTP_AUTO_HEAD = False
     Extend(app)
 
     _install_request_ids(app)
@@ -45,12 +48,16 @@ def create_app(settings: Settings | None = None) -> Sanic:
 
     from bot import bp as bot_bp
     from console import blueprints as console_blueprints
+    from fhir_api import blueprints as fhir_blueprints
+    from his_bridge import blueprints as his_blueprints
+    from iot_bridge import blueprints as iot_blueprints
     from kiosk_bridge import blueprints as kiosk_blueprints
     from miniprogram_api import bp as mp_bp
 
     app.blueprint(bot_bp)
     app.blueprint(mp_bp)
-    for blueprint in (*console_blueprints, *kiosk_blueprints):
+    for blueprint in (*console_blueprints, *kiosk_blueprints, *iot_blueprints, *his_blueprints,
+                      *fhir_blueprints):
         app.blueprint(blueprint)
     return app
 
@@ -102,6 +109,12 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
     @app.before_server_start
     async def open_resources(app: Sanic):
         await init_db(settings)
+        from monitoring.rules import ensure_rules
+
+        await ensure_rules(settings.iot_rules_file)  # the shipped early-warning rules into an empty table
+        from care import advice
+
+        advice.configure(settings.advice_rules)  # a broken advice rule file stops the start, naming rule and field
         app.ctx.redis = create_redis(settings)
         app.ctx.events = EventBus(app.ctx.redis)
         app.ctx.wechat = WeChatClient(settings, app.ctx.redis)
@@ -116,12 +129,31 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
 
         await faces_runtime.start(settings, app.ctx.events)
         app.ctx.housekeeping = asyncio.create_task(_housekeeping(app.ctx.events))
+        # The HIS (FHIR): consultation requests go there; their answers are polled here (and may be called back).
+        from integrations.his import HISClient
+
+        app.ctx.his = HISClient(settings.his_base_url) if settings.his_base_url else None
+        app.ctx.his_poll = (asyncio.create_task(_poll_his(app.ctx.his, app.ctx.redis, app.ctx.events,
+                                                          settings.his_poll_interval))
+                            if app.ctx.his and settings.his_poll_interval > 0 else None)
+        app.ctx.his_schedules = (asyncio.create_task(_sync_his_schedules(app.ctx.his, app.ctx.redis,
+                                                                         settings.his_schedule_interval))
+                                 if app.ctx.his and settings.his_schedule_interval > 0 else None)
+        await _start_telemetry(app, settings)
 
     @app.after_server_stop
     async def close_resources(app: Sanic):
         from knowledge.robot import LOGS
 
         app.ctx.housekeeping.cancel()
+        if app.ctx.his_poll:
+            app.ctx.his_poll.cancel()
+        if app.ctx.his_schedules:
+            app.ctx.his_schedules.cancel()
+        if app.ctx.his:
+            await app.ctx.his.close()
+        for telemetry in app.ctx.telemetry:
+            await telemetry.stop()
         try:
             await LOGS.flush()
         except Exception:  # noqa: BLE001 - the database went first (tests); nothing else to do with them
@@ -135,6 +167,21 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
         await close_db()
 
 
+async def _start_telemetry(app: Sanic, settings: Settings) -> None:
+    """Every worker stores buffered readings; with MQTT_URL set it also takes its share of the MQTT messages."""
+    from monitoring.ingest import ReadingConsumer
+
+    app.ctx.readings = ReadingConsumer(app.ctx.redis, app.ctx.events)
+    app.ctx.telemetry = [app.ctx.readings]
+    if settings.mqtt_url:
+        from iot_bridge.mqtt import MqttIngest
+
+        app.ctx.mqtt = MqttIngest(settings, app.ctx.redis)
+        app.ctx.telemetry.insert(0, app.ctx.mqtt)  # stopped first: nothing new arrives while the rest winds down
+    for telemetry in app.ctx.telemetry:
+        await telemetry.start()
+
+
 def register_listeners(events: EventBus, settings: Settings, wechat: WeChatClient) -> None:
     """Every reaction to a domain event, in one place (adding a reaction = adding a listener here)."""
     from knowledge.robot import KB
@@ -143,6 +190,10 @@ def register_listeners(events: EventBus, settings: Settings, wechat: WeChatClien
     from vision.index import apply_event as refresh_face_index
 
     TicketNotifier(settings, wechat).register(events)
+    # A device alert is answered once its preventive ticket is done or closed.
+    from monitoring.alerts import close_for_ticket
+
+    events.on("ticket.state_changed", once=True, group="monitoring.close-alerts")(close_for_ticket)
     # Every worker keeps its face matrix in step with enrolments and deletions made by any worker.
     events.on("face.enrolled", "face.forgotten")(refresh_face_index)
     KB.expire()  # a new start (or a new database): read the knowledge base afresh
@@ -161,14 +212,42 @@ def register_listeners(events: EventBus, settings: Settings, wechat: WeChatClien
 
 async def _housekeeping(events: EventBus, every: float = 600.0) -> None:
     """Periodic chores; each is idempotent, so running in every worker is harmless."""
+    from monitoring.preventive import run_schedules
     from repair.tickets import close_stale_done
 
     while True:
         await asyncio.sleep(every)
         try:
             await close_stale_done(events=events)
+            await run_schedules(events=events)  # scheduled preventive maintenance (one worker per round)
         except Exception:  # noqa: BLE001 - try again next round
             log.exception("housekeeping failed")
+
+
+async def _poll_his(his, redis, events: EventBus, every: float) -> None:
+    """Read back unanswered consultation requests from the HIS; one worker per round (a Redis key claims it)."""
+    from care.consultations import poll_pending
+
+    while True:
+        await asyncio.sleep(every)
+        try:
+            if await redis.set("his:poll:claimed", "1", nx=True, ex=max(1, int(every * 0.9))):
+                await poll_pending(his, events=events)
+        except Exception:  # noqa: BLE001 - try again next round
+            log.exception("polling the HIS for appointment answers failed")
+
+
+async def _sync_his_schedules(his, redis, every: float) -> None:
+    """Doctors' departments and free slots from the HIS, at start and then every round; one worker per round."""
+    from care.doctors import sync_from_his
+
+    while True:
+        try:
+            if await redis.set("his:schedules:claimed", "1", nx=True, ex=max(1, int(every * 0.9))):
+                await sync_from_his(his)
+        except Exception:  # noqa: BLE001 - try again next round
+            log.exception("reading doctors' schedules from the HIS failed")
+        await asyncio.sleep(every)
 
 
 def _install_health(app: Sanic) -> None:

@@ -215,8 +215,9 @@ async def run(args: argparse.Namespace) -> int:
         launcher = ("import sys; from sanic.worker.manager import WorkerManager; "
                     f"WorkerManager.THRESHOLD = {int(args.ack_timeout * 10)}; "
                     "from sanic.__main__ import main; main(sys.argv[1:])")
-        server = subprocess.Popen([sys.executable, "-c", launcher, *sanic_args], cwd=ROOT, env=env, start_new_session=True,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE if args.quiet else None)
+        server = subprocess.Popen([sys.executable, "-c", launcher, *sanic_args], cwd=ROOT, env=env,
+                                  start_new_session=True, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL if args.quiet else None)
         base = f"http://127.0.0.1:{args.port}"
         await wait_healthy(base, server, args.ack_timeout + 30)
         agents = [Agent(n) for n in names]

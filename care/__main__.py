@@ -6,6 +6,9 @@
   import-csv FILE --photos DIR
                             import patients from CSV (UTF-8 or GBK) or XLSX, with their photos from DIR
 
+  add-api-client NAME       register a hospital system that reads vitals over /fhir; prints its token once
+  list-api-clients, revoke-api-client NAME|ID
+
 Patient photos are embedded and enrolled in the face index (``--no-photos`` skips them). Progress goes to stderr;
 the report (in Chinese, as the people who run it read it) to stdout, and as JSON with ``--report FILE``.
 Exit status: 0 imported, 1 rejected (nothing stored) or cannot start, 3 imported but some records failed.
@@ -136,13 +139,30 @@ async def _import_csv(settings: Settings, args: argparse.Namespace, closers: lis
     return _print_report(report, args)
 
 
+async def _api_clients(settings: Settings, args: argparse.Namespace, closers: list) -> int:
+    from care import api_clients
+
+    if args.verb == "add-api-client":
+        client, token = await api_clients.add_api_client(args.name, actor_label="cli")
+        print(f"api client {client.id} “{client.name}” added; its token (shown only now):", file=sys.stderr)
+        print(token)
+    elif args.verb == "list-api-clients":
+        for c in await api_clients.list_api_clients():
+            used = c.last_used_at.isoformat(timespec="seconds") if c.last_used_at else "never"
+            print(f"{c.id}\t{c.name}\t{'active' if c.active else 'revoked'}\ttoken {c.token_hint}…\tlast used {used}")
+    else:
+        client = await api_clients.revoke_api_client(args.name, actor_label="cli")
+        print(f"api client {client.id} “{client.name}” revoked")
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     closers: list = []
     try:
         await init_db(settings)
-        verb = _import_fhir if args.verb == "import-fhir" else _import_csv
+        verb = {"import-fhir": _import_fhir, "import-csv": _import_csv}.get(args.verb, _api_clients)
         return await verb(settings, args, closers)
     except AppError as exc:  # the input as a whole was refused: nothing stored
         print(exc.message, file=sys.stderr)
@@ -170,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     for verb in (fhir, table):
         verb.add_argument("--no-photos", action="store_true", help="import the records only; enrol no photos")
         verb.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
+    verbs.add_parser("add-api-client", help="register a hospital system reading /fhir; prints its token once") \
+        .add_argument("name")
+    verbs.add_parser("list-api-clients", help="the registered hospital systems")
+    verbs.add_parser("revoke-api-client", help="stop a hospital system's token").add_argument("name", help="name or id")
     return asyncio.run(_run(parser.parse_args(argv)))
 
 

@@ -23,4 +23,12 @@ from console.tickets_api import bp as _tickets_bp  # noqa: E402
 
 blueprints.append(_tickets_bp)
 
+from console.consultations_api import bp as _consultations_bp  # noqa: E402
+
+blueprints.append(_consultations_bp)
+
+from console.monitoring_api import bp as _monitoring_bp  # noqa: E402
+
+blueprints.append(_monitoring_bp)
+
 __all__ = ["blueprints"]

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 COOKIE = "medwx_console"
 CSRF_HEADER = "X-CSRF-Token"
-CONSOLE_ROLES = ("agent", "engineer", "admin")
+# A doctor (linked to a Practitioner) signs in to the console for their consultations (console/consultations_api.py).
+CONSOLE_ROLES = ("agent", "engineer", "admin", "doctor")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _SESSION = "console:session:{}"

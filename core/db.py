@@ -27,6 +27,10 @@ MODEL_MODULES = [
     "care.models",
     "vision.models",
     "care.kiosk_models",
+    "care.vitals_models",
+    "care.consultation_models",
+    "care.doctor_models",
+    "monitoring.models",
 ]
 MIGRATIONS_MODULE = "migrations"
 APP_LABEL = "models"

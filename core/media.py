@@ -36,11 +36,14 @@ IMAGE = Kind("image", "图片", frozenset({"image/jpeg", "image/png", "image/web
 AUDIO = Kind("audio", "语音", frozenset({"audio/amr", "audio/mpeg", "audio/x-wav", "audio/ogg", "audio/mp4",
                                         "audio/m4a", "audio/aac", "audio/x-flac", "video/webm", "video/mp4",
                                         "audio/webm"}), 8 * 1024 * 1024)
-KINDS = {k.name: k for k in (IMAGE, AUDIO)}
+# Recordings from medical devices (an ECG's waveform): formats recognisable by their bytes only.
+WAVEFORM = Kind("waveform", "波形文件", frozenset({"application/pdf", "application/dicom"}), 20 * 1024 * 1024)
+KINDS = {k.name: k for k in (IMAGE, AUDIO, WAVEFORM)}
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif",
                "image/heic": "heic", "audio/amr": "amr", "audio/mpeg": "mp3", "audio/x-wav": "wav",
                "audio/ogg": "ogg", "audio/mp4": "m4a", "audio/m4a": "m4a", "audio/aac": "aac",
-               "audio/x-flac": "flac", "video/webm": "webm", "audio/webm": "webm", "video/mp4": "mp4"}
+               "audio/x-flac": "flac", "video/webm": "webm", "audio/webm": "webm", "video/mp4": "mp4",
+               "application/pdf": "pdf", "application/dicom": "dcm"}
 
 
 def sniff(data: bytes) -> str | None:

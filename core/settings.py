@@ -79,12 +79,31 @@ class Settings:
     his_base_url: str = ""
     # WebRTC
     ice_servers: list = field(default_factory=list)
+    # Consultations: how often pending appointment requests are read back from the HIS (seconds; 0 = never,
+    # callbacks only), and the shared secret the HIS sends as Bearer on /fhir-callback/appointment (empty = off).
+    his_poll_interval: float = 30.0
+    # How often doctors' departments and free slots (PractitionerRole, Schedule, Slot) are read from the HIS
+    # (seconds, first round at start; 0 = never: `python -m care.doctors sync-his` by hand or cron).
+    his_schedule_interval: float = 600.0
+    his_callback_secret: str = ""
     # Console (agents, engineers, admins): server-side sessions in Redis, sliding expiry; password lockout.
     console_session_ttl: int = 8 * 3600  # seconds of inactivity before the console asks for the password again
     console_lockout_failures: int = 5  # wrong passwords for one username within console_lockout_seconds → locked
     console_lockout_seconds: int = 15 * 60
     # Kiosks: how long a face login's session lasts from its start (seconds)
     kiosk_session_ttl: int = 15 * 60
+    # Health advice rule table (JSON, care.advice); empty = the shipped care/data/advice_rules.json. Checked at start;
+    # edits are picked up while running (a broken edit is logged and the last good table kept).
+    advice_rules: str = ""
+    # IoT telemetry (monitoring/, iot_bridge/): the MQTT broker to consume from (empty: HTTP only), how late a reading
+    # may arrive (older ones are refused: duplicates are recognised within this window), and how many batches may
+    # wait in the Redis buffer before gateways are told to come back later (503).
+    mqtt_url: str = ""
+    iot_max_age: int = 6 * 3600
+    iot_buffer_max: int = 100_000
+    # Early-warning rules and preventive intervals (monitoring.rules): loaded into an empty rule table at start;
+    # afterwards `python -m monitoring load-rules FILE` replaces them.
+    iot_rules_file: Path = PROJECT_ROOT / "monitoring" / "data" / "rules.json"
     # Operations
     log_level: str = "INFO"
     demo_data: bool = True  # bin/serve loads demo hospitals into an empty database; set DEMO_DATA=0 in production

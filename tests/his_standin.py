@@ -1,9 +1,11 @@
 """A local stand-in of a hospital information system's FHIR R4 server (aiohttp.web), for tests and demos.
 
 The subset medwx uses: search (``GET /Patient?_count=N``) answering ``searchset`` Bundles with ``self``/``next``
-links (paging by ``_offset``), read (``GET /Type/id``), create (``POST /Type``, 201 with ``Location``), ``Binary``
+links (paging by ``_offset``), read (``GET /Type/id``), create (``POST /Type``, 201 with ``Location``), update
+(``PUT /Type/id``), ``Binary``
 as FHIR JSON or raw bytes by the ``Accept`` header, OperationOutcome errors. It records every call; knobs let a test
-make the next request to a path fail.
+make the next request to a path fail, and ``answer_appointment`` / ``notify`` play the hospital accepting or
+declining a consultation request and calling back.
 
 Run on its own for a demo (``python -m tests.his_standin --port 8701 --load bundle.json``): it prints its base URL
 and serves the resources of the files given (Bundles or NDJSON) until killed.
@@ -24,7 +26,7 @@ from aiohttp import web
 
 FHIR_JSON = "application/fhir+json"
 SEARCHABLE = ("Patient", "Practitioner", "Encounter", "Organization", "Condition", "MedicationRequest",
-              "Appointment", "Binary")
+              "Appointment", "Binary", "PractitionerRole", "Schedule", "Slot")
 DEFAULT_COUNT = 50
 
 
@@ -79,6 +81,7 @@ class HISStandIn:
         app.router.add_get("/fhir/{type}", self._search)
         app.router.add_post("/fhir/{type}", self._create)
         app.router.add_get("/fhir/{type}/{id}", self._read)
+        app.router.add_put("/fhir/{type}/{id}", self._update)
         return app
 
     # -- knobs -----------------------------------------------------------------------------------------------------
@@ -117,6 +120,34 @@ class HISStandIn:
     def fail_next(self, path: str, status: int = 500, times: int = 1) -> None:
         """The next request(s) to ``path`` (e.g. ``/fhir/Patient``) answer an OperationOutcome with ``status``."""
         self._failures.setdefault(path, []).extend([status] * times)
+
+    def answer_appointment(self, appointment_id: str, *, accept: bool = True, comment: str = "") -> dict:
+        """The hospital decides on a proposed Appointment: ``booked`` with the practitioner ``accepted``, or
+        ``cancelled`` with the practitioner ``declined`` (as a scheduler answering a request does)."""
+        appointment = dict(self.resources["Appointment"][appointment_id])
+        appointment["status"] = "booked" if accept else "cancelled"
+        appointment["participant"] = [
+            dict(p, status=("accepted" if accept else "declined"))
+            if "Practitioner/" in str((p.get("actor") or {}).get("reference", "")) or p.get("status") == "needs-action"
+            else p
+            for p in appointment.get("participant") or []]
+        if comment:
+            appointment["comment"] = comment
+        self.add(appointment)
+        return appointment
+
+    async def notify(self, url: str, resource: dict, secret: str) -> tuple[int, Any]:
+        """Push ``resource`` to a subscriber as a FHIR Subscription notification would: (status, answer JSON)."""
+        import aiohttp
+
+        bundle = {"resourceType": "Bundle", "type": "history",
+                  "entry": [{"fullUrl": f"{self.base_url}/{resource['resourceType']}/{resource['id']}",
+                             "resource": resource, "request": {"method": "PUT",
+                                                               "url": f"{resource['resourceType']}/{resource['id']}"},
+                             "response": {"status": "200"}}]}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json=bundle, headers={"Authorization": f"Bearer {secret}"}) as resp:
+                return resp.status, await resp.json(content_type=None)
 
     def calls_to(self, path: str) -> list[Call]:
         return [c for c in self.calls if c.path == path]
@@ -192,6 +223,21 @@ class HISStandIn:
         location = str(request.url.with_path(f"/fhir/{rtype}/{resource['id']}").with_query(None))
         return web.Response(status=201, text=json.dumps(resource, ensure_ascii=False), content_type=FHIR_JSON,
                             headers={"Location": location})
+
+
+    async def _update(self, request: web.Request) -> web.Response:
+        """``PUT /Type/id``: replace a stored resource (a demo accepts a request by PUTting it back booked)."""
+        rtype, rid = request.match_info["type"], request.match_info["id"]
+        try:
+            resource = await request.json()
+        except ValueError:
+            return _outcome(400, "invalid", "the body is not JSON")
+        if not isinstance(resource, dict) or resource.get("resourceType") != rtype or resource.get("id") != rid:
+            return _outcome(400, "invalid", f"the body is not {rtype}/{rid}")
+        known = rid in self.resources.get(rtype, {})
+        self.add(resource)
+        return web.Response(status=200 if known else 201, text=json.dumps(resource, ensure_ascii=False),
+                            content_type=FHIR_JSON)
 
 
 # -- command line ----------------------------------------------------------------------------------------------------

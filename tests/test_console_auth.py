@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.models import AuditEntry, Hospital, User
+from core.settings import Settings
 from tests.console_support import console_login, make_console_user
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -133,29 +134,29 @@ async def test_the_session_expires_after_the_idle_time_and_slides_while_used(ser
     assert status == 401 and body["error"]["code"] == "login_required"
 
 
-def test_create_admin_from_the_command_line_then_reset(tmp_path):
-    env = {**os.environ, "DATABASE_URL": f"sqlite://{tmp_path / 'cli.sqlite3'}", "VAR_DIR": str(tmp_path),
-           "REDIS_URL": "", "LOG_LEVEL": "WARNING"}
+async def test_create_admin_from_the_command_line_then_reset(tmp_path):
+    from console.auth import verify_password
+    from core.db import close_db, init_db
+
+    database_url = f"sqlite://{tmp_path / 'cli.sqlite3'}"
+    env = {**os.environ, "DATABASE_URL": database_url, "VAR_DIR": str(tmp_path), "REDIS_URL": "",
+           "LOG_LEVEL": "WARNING"}
 
     def create(password: str, *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "core", "create-admin", "boss", "--password-stdin", *extra],
                               input=password + "\n", capture_output=True, text=True, env=env, cwd=PROJECT,
-                              timeout=60)
+                              timeout=120)
 
     assert create("short").returncode == 2
     made = create("first-password", "--name", "王主任")
     assert made.returncode == 0, made.stderr
     reset = create("second-password")
     assert reset.returncode == 0 and "reset" in reset.stdout
-    check = subprocess.run(
-        [sys.executable, "-c", "import asyncio, sys\n"
-         "from core.db import init_db, close_db\nfrom core.settings import Settings\nfrom core.models import User\n"
-         "from console.auth import verify_password\n"
-         "async def main():\n"
-         "    await init_db(Settings.from_env())\n"
-         "    u = await User.get(username='boss')\n"
-         "    print(u.role, u.name, verify_password(u.password_hash, 'second-password'),"
-         " verify_password(u.password_hash, 'first-password'))\n"
-         "    await close_db()\n"
-         "asyncio.run(main())"], capture_output=True, text=True, env=env, cwd=PROJECT, timeout=60)
-    assert check.stdout.split() == ["admin", "王主任", "True", "False"], check.stderr
+    await init_db(Settings(database_url=database_url, var_dir=tmp_path, secret_key="test"))
+    try:
+        boss = await User.get(username="boss")
+    finally:
+        await close_db()
+    assert (boss.role, boss.name, boss.active) == ("admin", "王主任", True)
+    assert verify_password(boss.password_hash, "second-password")
+    assert not verify_password(boss.password_hash, "first-password")

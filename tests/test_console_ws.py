@@ -120,6 +120,12 @@ async def test_an_engineer_sees_only_their_own_tickets(world):
             frame = await next_frame(ws)
             assert frame["data"]["number"] == theirs.number != not_theirs.number
             names.append(frame["event"])
+    # A ticket assigned to them in a hospital they do not serve adds that hospital to what they may see.
+    elsewhere = await report(live, world["pump"], "外院的")
+    await change_state(elsewhere, "with_agent", events=events, actor=Actor(label="客服"))
+    await change_state(elsewhere, "with_engineer", events=events, actor=Actor(label="客服"), engineer=engineer)
+    status, me = await client.get("/console/api/v1/me")
+    assert [h["name"] for h in me["user"]["hospitals"]] == ["市第一人民医院", "市中心医院"]
 
 
 async def test_a_client_too_far_behind_is_dropped_and_resumes_without_loss(world, monkeypatch):

@@ -1,5 +1,5 @@
 """The CPU-bound part of face embedding; runs inside the embedding processes (``vision.worker``), never on the
-event loop. Imports only image and model libraries, so a worker process stays small (~250 MB, no TensorFlow).
+event loop. Imports only image and model libraries, so a worker process stays small (~110 MB, no TensorFlow).
 
 The path, chosen by measurement (``bench/face.py``): decode with JPEG draft scaling, downscale the long side to
 640 px, dlib's HOG detector at the image's own scale (again with one upsampling only when nothing is found, for small

@@ -1,7 +1,7 @@
 // Administration: hospitals and departments, users and roles, invitation codes, the knowledge-base review queue
 // and proposals, device import. Administrators only (the server checks; the menu shows it to them alone).
 
-import { api } from './api.js';
+import { api, setSession } from './api.js';
 import { empty, fmtPercent, fmtTime, h, replace, select } from './dom.js';
 import { badge, busy, errorBox, flash } from './ui.js';
 
@@ -82,6 +82,7 @@ function renderHospitals(container) {
       busy(save, async () => {
         await api.post('/admin/hospitals', { name: name.value, aliases: aliases.value, address: address.value });
         flash(`已添加医院：${name.value.trim()}`);
+        api.get('/me').then(setSession, () => {}); // the queue's and dashboard's hospital lists include it now
         renderHospitals(container);
       }, problem);
     });

@@ -11,6 +11,7 @@ import * as queue from './queue.js';
 import * as ticket from './ticket.js';
 import * as dashboard from './dashboard.js';
 import * as admin from './admin.js';
+import * as health from './health.js';
 
 const ROLE_LABELS = { admin: '管理员', agent: '客服', engineer: '工程师' };
 const $ = (id) => document.getElementById(id);
@@ -20,6 +21,8 @@ const routes = [
   [/^#\/queue$/, () => queue],
   [/^#\/tickets\/([^/]+)$/, () => ticket],
   [/^#\/dashboard$/, () => dashboard],
+  [/^#\/alerts$/, () => health],
+  [/^#\/devices\/(\d+)\/health$/, () => health],
   [/^#\/admin\/([a-z]+)$/, () => admin],
 ];
 let current = null;

@@ -76,29 +76,46 @@ function normalise(body) {
   return body && body.ticket && typeof body.ticket === 'object' ? { ...body, ...body.ticket } : body || {};
 }
 
+let loads = 0;
+
 async function load() {
   if (!root) return;
   const view = root;
+  const mine = ++loads; // answers may come back out of order: only the latest request renders
   let t;
   try {
     t = normalise(await api.get(`/tickets/${encodeURIComponent(number)}`));
   } catch (err) {
-    if (view === root) replace(view, h('section', { class: 'panel' }, empty(err.status === 403 ? `无权查看该工单：${err.message}` : err.message),
+    if (view === root && mine === loads) replace(view, h('section', { class: 'panel' }, empty(err.status === 403 ? `无权查看该工单：${err.message}` : err.message),
       h('p', null, h('a', { href: '#/queue', text: '返回工单队列' }))));
     return;
   }
-  if (view !== root) return;
+  if (view !== root || mine !== loads) return;
   const focused = document.activeElement && view.contains(document.activeElement) ? document.activeElement : null;
   const focus = focused && focused.id ? { id: focused.id, start: focused.selectionStart, end: focused.selectionEnd } : null;
+  // An open "save to knowledge base" form, with what is typed in it, survives the re-render too.
+  const openForms = [...view.querySelectorAll('.kb-form')].map((form) => ({ form, slot: slotSelector(form.parentElement) }));
   replace(view, h('div', { class: 'ticket-layout' },
     h('div', { class: 'ticket-main' }, header(t), report(t), robot(t), conversation(t), actions(t)),
     h('aside', { class: 'ticket-side' }, deviceCard(t), people(t), trail(t))));
   restore(view);
+  for (const { form, slot } of openForms) {
+    const target = slot && view.querySelector(slot);
+    if (target) target.appendChild(form);
+  }
   const again = focus && document.getElementById(focus.id);
   if (again) {
     again.focus();
     if (typeof focus.start === 'number' && again.setSelectionRange) again.setSelectionRange(focus.start, focus.end);
   }
+}
+
+/** Where a kb form sits, found again in the new render: a message by its id, or the reply box's slot. */
+function slotSelector(el) {
+  if (!el) return null;
+  if (el.id) return `#${CSS.escape(el.id)}`;
+  if (el.dataset && el.dataset.id) return `li.message[data-id="${CSS.escape(el.dataset.id)}"]`;
+  return null;
 }
 
 function allowed(t, action) {
@@ -213,7 +230,9 @@ function takeBox(t) {
   const button = h('button', { type: 'button', class: 'btn btn-primary', id: 'take-btn', text: '我来处理（接单）' });
   button.addEventListener('click', () => busy(button, async () => { await api.post(`/tickets/${encodeURIComponent(t.number)}/take`); flash('已接单'); await load(); }));
   const owner = personName(t.agent);
-  return h('section', { class: 'panel action-bar' }, h('span', { class: 'muted', text: owner ? `当前由 ${owner} 负责。` : '该工单还没有客服负责。' }), button);
+  const mine = t.agent && t.agent.id === currentUser().id;
+  const why = mine ? `工单当前为“${STATE_LABELS[t.state] || t.state}”，接单后继续处理。` : (owner ? `当前由 ${owner} 负责。` : '该工单还没有客服负责。');
+  return h('section', { class: 'panel action-bar' }, h('span', { class: 'muted', text: why }), button);
 }
 
 async function cannedReplies() {
@@ -248,7 +267,7 @@ function replyBox(t) {
     }, problem);
   });
   const kbButton = h('button', { type: 'button', class: 'btn btn-ghost btn-sm', text: '保存到知识库' });
-  const kbSlot = h('div');
+  const kbSlot = h('div', { id: 'reply-kb-slot' });
   kbButton.addEventListener('click', () => kbForm(kbSlot, t, text.value));
   const form = h('form', { class: 'panel reply-box', id: 'reply-form' },
     h('h3', { class: 'panel-title', text: '回复报修人' }), text,

@@ -1,0 +1,1 @@
+"""IoT monitoring: gateways, telemetry ingest (downsampled history, latest values), early-warning rules."""
