@@ -101,7 +101,8 @@ function onFrame(frame) {
     $('room-status').textContent = '已进入诊室';
   } else if (frame.type === 'chat') addMessage(frame.message);
   else if (frame.type === 'presence') {
-    $('room-status').textContent = frame.sides.includes('patient') ? '患者在线' : '患者未在线';
+    // Its own line: a status frame (进行中) right after must not hide whether the patient is there.
+    $('room-presence').textContent = frame.sides.includes('patient') ? '· 患者在线' : '· 患者未在线';
   } else if (frame.type === 'status') $('room-status').textContent = STATUS[frame.status] || frame.status;
   else if (frame.type === 'ended') {
     $('room-status').textContent = `已结束（${frame.duration_seconds || 0} 秒）`;
