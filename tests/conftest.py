@@ -267,3 +267,17 @@ async def standin():
     await server.start()
     yield server
     await server.stop()
+
+
+# -- a headless browser (Debian's Chromium driven by Playwright; never Playwright's own download) ---------------------
+@pytest.fixture
+async def browser():
+    from tests.test_browser_repair import CHROMIUM, CHROMIUM_ARGS, _need_browser
+
+    async_playwright = _need_browser()
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()

@@ -82,12 +82,15 @@ class Site:
         raise AssertionError(f"consultation {consultation_id} never reached {status} (is {c.status})")
 
 
-async def make_site(serve, settings_for, database_url: str, redis_url: str = "", **overrides) -> Site:
+async def make_site(serve, settings_for, database_url: str, redis_url: str = "", *, his_poll_interval: float = 0.2,
+                    **overrides) -> Site:
+    """A served app with a HIS stand-in, a hospital, a kiosk and a doctor. ``his_poll_interval=0``: no polling, so a
+    test of the HIS's callback is not raced by the poll reading the same answer first."""
     from tests.his_standin import HISStandIn
 
     his = HISStandIn()
     await his.start()
-    settings = settings_for(database_url, redis_url, his_base_url=his.base_url, his_poll_interval=0.2,
+    settings = settings_for(database_url, redis_url, his_base_url=his.base_url, his_poll_interval=his_poll_interval,
                             his_callback_secret=CALLBACK_SECRET, ice_servers=ICE, **overrides)
     live = await serve(settings)
     hospital = await Hospital.create(name="市第一人民医院")

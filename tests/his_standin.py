@@ -18,11 +18,12 @@ import asyncio
 import base64
 import itertools
 import json
-import signal
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from aiohttp import web
+
+from tests.wechat_standin import serve_until_signalled
 
 FHIR_JSON = "application/fhir+json"
 SEARCHABLE = ("Patient", "Practitioner", "Encounter", "Organization", "Condition", "MedicationRequest",
@@ -254,15 +255,7 @@ async def _serve(args: argparse.Namespace) -> None:
     standin = HISStandIn(page_size=args.page_size)
     for path in args.load:
         standin.load(Path(path))
-    print(await standin.start(args.host, args.port), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await standin.stop()
+    await serve_until_signalled(standin, args.host, args.port)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,6 @@ import io
 import re
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from console.auth import COOKIE
@@ -26,7 +25,7 @@ from repair.models import CannedReply, Device, Ticket, TicketMessage
 from tests.conftest import STANDIN_APP_ID, STANDIN_APP_SECRET
 from tests.console_support import make_console_user
 from tests.h5_support import png_bytes, wav_bytes
-from tests.test_browser_repair import CHROMIUM, CHROMIUM_ARGS, PHONE_UA, _need_browser, image_loaded
+from tests.test_browser_repair import PHONE_UA, image_loaded
 
 PASSWORD = "correct-horse-42"
 # What a reporter may type: it must reach every page as text, never as markup.
@@ -47,17 +46,6 @@ def _unexpected(problems: list[str], *refused: str) -> list[str]:
     in, the page asks /me and is told 401, which is how it knows to show the login form."""
     expected = ("/console/api/v1/me", *refused)
     return [p for p in problems if not any(path in p for path in expected)]
-
-
-@pytest.fixture
-async def browser():
-    async_playwright = _need_browser()
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 async def _world():

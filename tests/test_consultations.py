@@ -25,6 +25,14 @@ async def site(serve, settings_for, database_url):
     await site.his.stop()
 
 
+@pytest.fixture
+async def callback_site(serve, settings_for, database_url):
+    """The HIS answers only by calling back (no polling)."""
+    site = await make_site(serve, settings_for, database_url, his_poll_interval=0)
+    yield site
+    await site.his.stop()
+
+
 async def next_frame(ws, *types: str, timeout: float = 10.0) -> dict:
     """The next frame of one of ``types`` (presence and status frames in between are skipped)."""
     while True:
@@ -151,7 +159,8 @@ async def _whole_way(site):
 
 
 # -- the HIS's answer by callback -----------------------------------------------------------------------------------------
-async def test_decline_called_back_by_the_his_frees_the_slot(site):
+async def test_decline_called_back_by_the_his_frees_the_slot(callback_site):
+    site = callback_site
     patient = await site.patient("赵强", "13900002222")
     session = await site.kiosk_session(patient)
     slot = await site.slot()
@@ -176,8 +185,9 @@ async def test_decline_called_back_by_the_his_frees_the_slot(site):
         assert (await next_frame(ws, "error"))["error"]["code"] == "link_invalid"
 
 
-async def test_the_hl7_booked_example_accepts_through_the_callback(site):
+async def test_the_hl7_booked_example_accepts_through_the_callback(callback_site):
     """The HIS answers with its own Appointment (the HL7 R4 example, status booked) naming our request."""
+    site = callback_site
     example = json.loads(need_conformance("fhir", "appointment-example.json").read_text(encoding="utf-8"))
     patient = await site.patient("钱丽", "13700003333")
     session = await site.kiosk_session(patient)

@@ -11,24 +11,12 @@ import pytest
 from care.consultation_models import Consultation, ConsultationMessage
 from tests.consultation_support import CALLBACK_SECRET, make_site, ws_url
 from tests.test_browser_console import _unexpected, _watch
-from tests.test_browser_repair import CHROMIUM, CHROMIUM_ARGS, _need_browser
 from tests.test_consultations import next_frame
-
-
-@pytest.fixture
-async def browser():
-    async_playwright = _need_browser()
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # one database kind is enough for the browser
 async def test_doctor_page_chats_with_a_kiosk(serve, settings_for, database_url, browser, tmp_path):
-    site = await make_site(serve, settings_for, database_url)
+    site = await make_site(serve, settings_for, database_url, his_poll_interval=0)
     try:
         patient = await site.patient("王芳", "13800001234")
         session = await site.kiosk_session(patient)

@@ -11,7 +11,7 @@ from monitoring import ingest, rules
 from monitoring.ingest import ReadingIn
 from repair.models import Device
 from tests.console_support import make_console_user
-from tests.test_browser_console import PASSWORD, _canvas_ink, _unexpected, _watch, browser  # noqa: F401 - fixture
+from tests.test_browser_console import PASSWORD, _canvas_ink, _unexpected, _watch
 
 HOSTILE = '呼吸机<img src=x onerror="document.title=\'pwned\'">'
 

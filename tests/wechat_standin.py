@@ -458,7 +458,12 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def _serve(args: argparse.Namespace) -> None:
     standin = WeChatStandIn(app_id=args.app_id, app_secret=args.app_secret, mp_app_id=args.mp_app_id,
                             mp_app_secret=args.mp_app_secret, oauth_demo_openid=args.demo_openid)
-    print(await standin.start(args.host, args.port), flush=True)
+    await serve_until_signalled(standin, args.host, args.port)
+
+
+async def serve_until_signalled(standin, host: str, port: int) -> None:
+    """Run a stand-in (anything with ``start(host, port)`` → its URL, and ``stop()``) until SIGINT/SIGTERM."""
+    print(await standin.start(host, port), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
