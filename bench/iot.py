@@ -30,8 +30,6 @@ import json
 import os
 import platform
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +44,7 @@ import aiomqtt  # noqa: E402
 import asyncpg  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
-from bench.ws_fanout import drop_database, make_database, percentile, wait_healthy  # noqa: E402
+from bench.ws_fanout import drop_database, make_database, percentile, sanic_args, start_server, stop_server, wait_healthy  # noqa: E402
 from core.db import close_db, init_db  # noqa: E402
 from core.events import STREAM as EVENTS  # noqa: E402
 from core.models import Hospital, User  # noqa: E402
@@ -208,14 +206,7 @@ async def run(args: argparse.Namespace) -> int:
         env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": args.redis_url, "VAR_DIR": str(var_dir),
                "DEMO_DATA": "0", "LOG_LEVEL": "WARNING", "SECRET_KEY": uuid.uuid4().hex * 2,
                "MQTT_URL": f"mqtt://127.0.0.1:{args.mqtt_port}", "PUBLIC_BASE_URL": f"http://127.0.0.1:{args.port}"}
-        sanic_args = ["app:create_app", "--factory", "--workers", str(args.workers), "--host", "127.0.0.1",
-                      "--port", str(args.port), "--no-access-logs"]
-        launcher = ("import sys; from sanic.worker.manager import WorkerManager; "
-                    f"WorkerManager.THRESHOLD = {int(args.ack_timeout * 10)}; "
-                    "from sanic.__main__ import main; main(sys.argv[1:])")
-        server = subprocess.Popen([sys.executable, "-c", launcher, *sanic_args], cwd=ROOT, env=env,
-                                  start_new_session=True, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL if args.quiet else None)
+        server = start_server(args, env)
         base = f"http://127.0.0.1:{args.port}"
         await wait_healthy(base, server, args.ack_timeout + 30)
         await asyncio.sleep(2)  # the workers' MQTT subscriptions
@@ -243,7 +234,7 @@ async def run(args: argparse.Namespace) -> int:
 
         print()
         print("command: python " + " ".join(shlex.quote(a) for a in sys.argv))
-        print("server:  sanic " + " ".join(shlex.quote(a) for a in sanic_args) + "  (MQTT_URL set)")
+        print("server:  sanic " + " ".join(shlex.quote(a) for a in sanic_args(args)) + "  (MQTT_URL set)")
         print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         ok = True
@@ -261,13 +252,7 @@ async def run(args: argparse.Namespace) -> int:
         await pg.close()
         return 0 if ok else 1
     finally:
-        if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGINT)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+        stop_server(server)
         await drop_database(args.postgres_admin_url, database_url)
         await redis_client.flushdb()
         await redis_client.aclose()

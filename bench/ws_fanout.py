@@ -99,6 +99,35 @@ async def seed(database_url: str, agents: int) -> tuple[list, list[str]]:
     return devices, names
 
 
+def sanic_args(args: argparse.Namespace) -> list[str]:
+    """The ``sanic`` command line the benches serve the app with."""
+    return ["app:create_app", "--factory", "--workers", str(args.workers), "--host", "127.0.0.1",
+            "--port", str(args.port), "--no-access-logs"]
+
+
+def start_server(args: argparse.Namespace, env: dict) -> subprocess.Popen:
+    """``sanic app:create_app --factory`` with ``args.workers`` workers on ``args.port``, in its own process group,
+    with its wait for the workers' start acknowledgement raised to ``args.ack_timeout``: a loaded machine starts them
+    more slowly than Sanic's fixed 30 s allow."""
+    launcher = ("import sys; from sanic.worker.manager import WorkerManager; "
+                f"WorkerManager.THRESHOLD = {int(args.ack_timeout * 10)}; "
+                "from sanic.__main__ import main; main(sys.argv[1:])")
+    return subprocess.Popen([sys.executable, "-c", launcher, *sanic_args(args)], cwd=ROOT, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL if args.quiet else None)
+
+
+def stop_server(server: subprocess.Popen | None) -> None:
+    """SIGINT to the main process's group (workers stop in order), SIGKILL after 20 s."""
+    if server is not None and server.poll() is None:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
 async def wait_healthy(base: str, server: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
@@ -208,16 +237,7 @@ async def run(args: argparse.Namespace) -> int:
         env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": args.redis_url, "VAR_DIR": str(var_dir),
                "DEMO_DATA": "0", "LOG_LEVEL": "WARNING", "SECRET_KEY": uuid.uuid4().hex * 2,
                "PUBLIC_BASE_URL": f"http://127.0.0.1:{args.port}"}
-        sanic_args = ["app:create_app", "--factory", "--workers", str(args.workers), "--host", "127.0.0.1",
-                      "--port", str(args.port), "--no-access-logs"]
-        # The `sanic` command, with its wait for the workers' start acknowledgement raised: a loaded machine
-        # starts them more slowly than Sanic's fixed 30 s allow.
-        launcher = ("import sys; from sanic.worker.manager import WorkerManager; "
-                    f"WorkerManager.THRESHOLD = {int(args.ack_timeout * 10)}; "
-                    "from sanic.__main__ import main; main(sys.argv[1:])")
-        server = subprocess.Popen([sys.executable, "-c", launcher, *sanic_args], cwd=ROOT, env=env,
-                                  start_new_session=True, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL if args.quiet else None)
+        server = start_server(args, env)
         base = f"http://127.0.0.1:{args.port}"
         await wait_healthy(base, server, args.ack_timeout + 30)
         agents = [Agent(n) for n in names]
@@ -258,7 +278,7 @@ async def run(args: argparse.Namespace) -> int:
         lasts = sorted(max(v) for v in per_ticket if v)
         print()
         print("command: python " + " ".join(shlex.quote(a) for a in sys.argv))
-        print("server:  sanic " + " ".join(shlex.quote(a) for a in sanic_args)
+        print("server:  sanic " + " ".join(shlex.quote(a) for a in sanic_args(args))
               + f"  (start acknowledgement wait {args.ack_timeout:g} s)")
         print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -276,13 +296,7 @@ async def run(args: argparse.Namespace) -> int:
                   f"last agent: p50 {percentile(lasts, 50):.1f}  p99 {percentile(lasts, 99):.1f}")
         return 0 if latencies and percentile(latencies, 99) < args.target_ms and not missing else 1
     finally:
-        if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGINT)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+        stop_server(server)
         await close_db()
         await drop_database(args.postgres_admin_url, database_url)
         await redis_client.flushdb()
