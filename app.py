@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from functools import partial
 
 from sanic import Sanic, json
 from sanic.exceptions import SanicException
@@ -118,7 +119,11 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
         app.ctx.redis = create_redis(settings)
         app.ctx.events = EventBus(app.ctx.redis)
         app.ctx.wechat = WeChatClient(settings, app.ctx.redis)
-        register_listeners(app.ctx.events, settings, app.ctx.wechat)
+        # The HIS (FHIR): consultation requests go there; their answers are polled here (and may be called back).
+        from integrations.his import HISClient
+
+        app.ctx.his = HISClient(settings.his_base_url) if settings.his_base_url else None
+        register_listeners(app.ctx.events, settings, app.ctx.wechat, his=app.ctx.his)
         from console.ws import LiveQueue
 
         app.ctx.live_queue = LiveQueue(app.ctx.events)  # this worker's console sockets; listens to ticket events
@@ -129,10 +134,6 @@ def _install_lifecycle(app: Sanic, settings: Settings) -> None:
 
         await faces_runtime.start(settings, app.ctx.events)
         app.ctx.housekeeping = asyncio.create_task(_housekeeping(app.ctx.events))
-        # The HIS (FHIR): consultation requests go there; their answers are polled here (and may be called back).
-        from integrations.his import HISClient
-
-        app.ctx.his = HISClient(settings.his_base_url) if settings.his_base_url else None
         app.ctx.his_poll = (asyncio.create_task(_poll_his(app.ctx.his, app.ctx.redis, app.ctx.events,
                                                           settings.his_poll_interval))
                             if app.ctx.his and settings.his_poll_interval > 0 else None)
@@ -182,7 +183,7 @@ async def _start_telemetry(app: Sanic, settings: Settings) -> None:
         await telemetry.start()
 
 
-def register_listeners(events: EventBus, settings: Settings, wechat: WeChatClient) -> None:
+def register_listeners(events: EventBus, settings: Settings, wechat: WeChatClient, *, his=None) -> None:
     """Every reaction to a domain event, in one place (adding a reaction = adding a listener here)."""
     from knowledge.robot import KB
     from repair.messaging import TicketNotifier
@@ -197,6 +198,11 @@ def register_listeners(events: EventBus, settings: Settings, wechat: WeChatClien
     # Every worker keeps its face matrix in step with enrolments and deletions made by any worker.
     events.on("face.enrolled", "face.forgotten")(refresh_face_index)
     KB.expire()  # a new start (or a new database): read the knowledge base afresh
+    if his is not None:  # a consultation cancelled or ended here: its Appointment at the HIS says so too
+        from care.consultations import tell_his
+
+        events.on("consultation.cancelled", "consultation.ended", once=True,
+                  group="care.his-appointment-status")(partial(tell_his, his=his))
 
     @events.on("kb.changed")
     async def refresh_robot(event):

@@ -250,6 +250,59 @@ async def apply_notification(body: Any, *, events: EventBus | None) -> list[Cons
     return changed
 
 
+# -- telling the HIS what happened here ---------------------------------------------------------------------------------
+# What the Appointment at the HIS becomes when the consultation ends here; the HIS's own final states are left as is.
+HIS_STATUS_AFTER = {"consultation.cancelled": "cancelled", "consultation.ended": "fulfilled"}
+HIS_FINAL_STATUSES = ("cancelled", "noshow", "entered-in-error", "fulfilled")
+CANCELLATION_REASONS = "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason"
+
+
+def appointment_after(appointment: dict, event_name: str) -> dict | None:
+    """The Appointment as the HIS should now hold it after ``event_name``; None when it needs no change."""
+    target = HIS_STATUS_AFTER.get(event_name)
+    if target is None or appointment.get("status") in HIS_FINAL_STATUSES:
+        return None
+    updated = dict(appointment, status=target)
+    if target == "cancelled":
+        updated["cancelationReason"] = {"coding": [{"system": CANCELLATION_REASONS, "code": "pat",
+                                                    "display": "Patient"}], "text": "患者取消问诊"}
+        updated["participant"] = [dict(p, status="declined") if _is_patient(p) else p
+                                  for p in appointment.get("participant") or [] if isinstance(p, dict)]
+    return updated
+
+
+def _is_patient(participant: dict) -> bool:
+    actor = participant.get("actor") or {}
+    return (str(actor.get("reference", "")).startswith("Patient/")
+            or (actor.get("identifier") or {}).get("system") == PATIENT_SYSTEM)
+
+
+async def tell_his(event, *, his) -> None:
+    """A listener (one worker per event): a consultation the patient cancelled, or that ended in the room, is
+    ``cancelled`` / ``fulfilled`` at the HIS too, so its schedule frees the doctor or records the visit.
+
+    The Appointment is read afresh and written back with its version (``If-Match``): a change the HIS made meanwhile
+    is never overwritten (412 → this raises, and the event bus delivers the event again, which reads it again).
+    A HIS that fails is asked again the same way; an appointment the HIS no longer has needs nothing."""
+    c = await Consultation.get_or_none(id=event.data.get("consultation_id"))
+    if c is None or not c.his_appointment_id or event.name not in HIS_STATUS_AFTER:
+        return
+    try:
+        appointment = await his.read("Appointment", c.his_appointment_id)
+    except UpstreamError as exc:
+        if (exc.details or {}).get("status") in (404, 410):
+            log.warning("consultation %s: appointment %s is gone from the HIS", c.id, c.his_appointment_id)
+            return
+        raise
+    updated = appointment_after(appointment, event.name)
+    if updated is None:
+        return
+    await his.update(updated)
+    await audit.record("consultation.his_updated", "consultation", c.id, actor_label="system",
+                       changes={"his_id": c.his_appointment_id, "status": updated["status"]})
+    log.info("consultation %s: appointment %s is %s at the HIS", c.id, c.his_appointment_id, updated["status"])
+
+
 # -- who may see which ------------------------------------------------------------------------------------------------
 async def for_patient(patient: Patient, consultation_id: Any) -> Consultation:
     """The patient's own consultation; another patient's is as unknown as a missing one (404)."""

@@ -71,8 +71,9 @@ class HISClient:
         return urlsplit(url)[:2] == self._origin
 
     async def _request(self, method: str, url: str, *, params: dict | None = None, json_body: Any = None,
-                       accept: str = FHIR_JSON, raw: bool = False) -> tuple[int, Any]:
-        headers = {"Accept": accept}
+                       accept: str = FHIR_JSON, raw: bool = False,
+                       headers: dict | None = None) -> tuple[int, Any]:
+        headers = {"Accept": accept, **(headers or {})}
         if json_body is not None:
             headers["Content-Type"] = FHIR_JSON
         path = urlsplit(url).path
@@ -148,6 +149,19 @@ class HISClient:
         _, body = await self._request("POST", self.url(resource_type), json_body=resource)
         if not isinstance(body, dict):
             raise UpstreamError("医院信息系统未返回创建的资源")
+        return body
+
+    async def update(self, resource: dict) -> dict:
+        """``PUT [base]/Type/id`` of a resource read before; with its ``meta.versionId`` as ``If-Match``, so a change
+        the HIS made meanwhile is not overwritten (the server answers 412 and the caller reads it again)."""
+        rtype, rid = resource.get("resourceType"), resource.get("id")
+        if not rtype or not rid:
+            raise ValueError("update needs a resource with resourceType and id")
+        version = (resource.get("meta") or {}).get("versionId")
+        headers = {"If-Match": f'W/"{version}"'} if version else None
+        _, body = await self._request("PUT", self.url(f"{rtype}/{rid}"), json_body=resource, headers=headers)
+        if not isinstance(body, dict):  # a server may answer 200 with no body (Prefer: return=minimal)
+            return resource
         return body
 
     async def fetch_binary(self, url: str) -> bytes:

@@ -2,7 +2,7 @@
 
 The subset medwx uses: search (``GET /Patient?_count=N``) answering ``searchset`` Bundles with ``self``/``next``
 links (paging by ``_offset``), read (``GET /Type/id``), create (``POST /Type``, 201 with ``Location``), update
-(``PUT /Type/id``), ``Binary``
+(``PUT /Type/id``; writes stamp ``meta.versionId``, and an ``If-Match`` of an older version answers 412), ``Binary``
 as FHIR JSON or raw bytes by the ``Accept`` header, OperationOutcome errors. It records every call; knobs let a test
 make the next request to a path fail, and ``answer_appointment`` / ``notify`` play the hospital accepting or
 declining a consultation request and calling back.
@@ -18,6 +18,7 @@ import asyncio
 import base64
 import itertools
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -134,8 +135,17 @@ class HISStandIn:
             for p in appointment.get("participant") or []]
         if comment:
             appointment["comment"] = comment
+        appointment = self._versioned(appointment)
         self.add(appointment)
         return appointment
+
+    def _versioned(self, resource: dict) -> dict:
+        """``resource`` with the next ``meta.versionId`` (a write, as a versioning FHIR server stamps it)."""
+        before = self.resources.get(resource["resourceType"], {}).get(resource.get("id", ""))
+        version = int(((before or {}).get("meta") or {}).get("versionId") or 0) + 1
+        meta = dict(resource.get("meta") or {}, versionId=str(version),
+                    lastUpdated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        return dict(resource, meta=meta)
 
     async def notify(self, url: str, resource: dict, secret: str) -> tuple[int, Any]:
         """Push ``resource`` to a subscriber as a FHIR Subscription notification would: (status, answer JSON)."""
@@ -219,7 +229,7 @@ class HISStandIn:
             return _outcome(400, "invalid", "the body is not JSON")
         if not isinstance(resource, dict) or resource.get("resourceType") != rtype:
             return _outcome(400, "invalid", f"the body is not a {rtype}")
-        resource = dict(resource, id=f"c{next(self._ids)}")
+        resource = self._versioned(dict(resource, id=f"c{next(self._ids)}"))
         self.add(resource)
         location = str(request.url.with_path(f"/fhir/{rtype}/{resource['id']}").with_query(None))
         return web.Response(status=201, text=json.dumps(resource, ensure_ascii=False), content_type=FHIR_JSON,
@@ -235,7 +245,12 @@ class HISStandIn:
             return _outcome(400, "invalid", "the body is not JSON")
         if not isinstance(resource, dict) or resource.get("resourceType") != rtype or resource.get("id") != rid:
             return _outcome(400, "invalid", f"the body is not {rtype}/{rid}")
-        known = rid in self.resources.get(rtype, {})
+        stored = self.resources.get(rtype, {}).get(rid)
+        known = stored is not None
+        match = request.headers.get("If-Match")
+        if match and known and match != f'W/"{(stored.get("meta") or {}).get("versionId")}"':
+            return _outcome(412, "conflict", f"{rtype}/{rid} has changed since version {match}")
+        resource = self._versioned(resource)
         self.add(resource)
         return web.Response(status=200 if known else 201, text=json.dumps(resource, ensure_ascii=False),
                             content_type=FHIR_JSON)

@@ -156,6 +156,21 @@ async def _whole_way(site):
     assert status == 200 and [m["body"] for m in history["messages"]] == ["医生您好，我最近头晕", "请问血压多少？"]
     status, view = await site.kiosk_call("GET", f"/kiosk/v1/consultations/{c.id}", session)
     assert view["status"] == "ended" and "room" not in view
+    # The hospital's record of the appointment says it took place.
+    stored = await his_appointment_becomes(site, his_id, "fulfilled")
+    assert stored["meta"]["versionId"] == "3"  # proposed, booked by the HIS, fulfilled by us: nothing overwritten
+
+
+async def his_appointment_becomes(site, his_id: str, status: str, timeout: float = 15.0) -> dict:
+    """The stand-in's Appointment once a listener of the app has written ``status`` to it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        appointment = site.his.resources["Appointment"][his_id]
+        if appointment["status"] == status:
+            return appointment
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"Appointment/{his_id} stayed {site.his.resources['Appointment'][his_id]['status']}")
 
 
 # -- the HIS's answer by callback -----------------------------------------------------------------------------------------
@@ -335,3 +350,66 @@ async def test_a_doctor_sees_only_their_own_consultations(site):
     agent = await console_login(site.live, "agent1", "agent-password-1")
     status, body = await agent.get("/console/api/v1/doctor/consultations")
     assert status == 403 and body["error"]["code"] == "role"
+
+
+# -- the HIS hears what happened here -------------------------------------------------------------------------------------
+async def test_a_cancelled_request_is_cancelled_at_the_his_too(site):
+    patient = await site.patient("孙悦", "13600004444")
+    session = await site.kiosk_session(patient)
+    slot = await site.slot()
+    _, body = await ask(site, session, slot)
+    status, view = await site.kiosk_call("POST", f"/kiosk/v1/consultations/{body['id']}/cancel", session)
+    assert status == 200 and view["status"] == "cancelled"
+    assert (await PractitionerSlot.get(id=slot.id)).status == "free"
+
+    appointment = await his_appointment_becomes(site, body["his_appointment_id"], "cancelled")
+    validate_appointment(appointment)
+    assert appointment["cancelationReason"]["coding"][0]["code"] == "pat"
+    assert appointment["cancelationReason"]["text"] == "患者取消问诊"
+    by_actor = {(p["actor"].get("identifier") or {}).get("value") or p["actor"].get("reference"): p["status"]
+                for p in appointment["participant"]}
+    assert by_actor == {patient.number: "declined", "Practitioner/pr-li": "needs-action"}
+    [put] = [c for c in site.his.calls if c.method == "PUT"]
+    assert put.path == f"/fhir/Appointment/{body['his_appointment_id']}"
+    from core.models import AuditEntry
+
+    assert await AuditEntry.filter(action="consultation.his_updated", entity_id=str(body["id"])).count() == 1
+
+
+async def test_telling_the_his_keeps_what_the_his_decided_and_retries_a_failure(site):
+    """The listener on its own: a HIS failure raises (the event bus delivers again) and changes nothing; a decision
+    the HIS made meanwhile (declined, fulfilled) is never overwritten; a stale version is refused by the HIS."""
+    from care.consultations import tell_his
+    from core.errors import UpstreamError
+    from core.events import Event
+    from integrations.his import HISClient
+
+    patient = await site.patient("何静", "13600005555")
+    session = await site.kiosk_session(patient)
+    _, body = await ask(site, session, await site.slot())
+    his_id = body["his_appointment_id"]
+    await Consultation.filter(id=body["id"]).update(status="cancelled")  # as cancel() leaves it
+    event = Event("1-0", "consultation.cancelled", {"consultation_id": body["id"]})
+    async with HISClient(site.his.base_url) as his:
+        site.his.fail_next(f"/fhir/Appointment/{his_id}", 503)
+        with pytest.raises(UpstreamError):
+            await tell_his(event, his=his)
+        assert site.his.resources["Appointment"][his_id]["status"] == "proposed"
+        await tell_his(event, his=his)  # the bus's next delivery
+        assert site.his.resources["Appointment"][his_id]["status"] == "cancelled"
+
+        # The HIS had already declined: nothing is written.
+        _, other = await ask(site, session, await site.slot(hours=4))
+        site.his.answer_appointment(other["his_appointment_id"], accept=False, comment="停诊")
+        puts = len([c for c in site.his.calls if c.method == "PUT"])
+        await tell_his(Event("2-0", "consultation.cancelled", {"consultation_id": other["id"]}), his=his)
+        assert len([c for c in site.his.calls if c.method == "PUT"]) == puts
+        assert site.his.resources["Appointment"][other["his_appointment_id"]]["comment"] == "停诊"
+
+        # A write based on an older version is refused (412), so a change the HIS made meanwhile survives.
+        read = await his.read("Appointment", his_id)
+        site.his.answer_appointment(his_id, accept=True)  # the HIS writes in between
+        with pytest.raises(UpstreamError) as refused:
+            await his.update(dict(read, status="fulfilled"))
+        assert refused.value.details["status"] == 412
+        assert site.his.resources["Appointment"][his_id]["status"] == "booked"
