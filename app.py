@@ -203,6 +203,11 @@ def register_listeners(events: EventBus, settings: Settings, wechat: WeChatClien
 
         events.on("consultation.cancelled", "consultation.ended", once=True,
                   group="care.his-appointment-status")(partial(tell_his, his=his))
+    # The HIS answered a consultation request: the patient's mini-program users hear of it by subscribe message.
+    from care.consultation_notices import ConsultationNotifier
+
+    events.on("consultation.accepted", "consultation.declined", once=True,
+              group="care.notify-consultation")(ConsultationNotifier(settings, wechat).on_answer)
 
     @events.on("kb.changed")
     async def refresh_robot(event):

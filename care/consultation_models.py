@@ -67,3 +67,48 @@ class ConsultationMessage(Model):
     class Meta:
         table = "consultation_message"
         ordering = ["id"]
+
+
+NOTICE_EVENTS = ("accepted", "declined")
+NOTICE_STATUSES = ("pending", "sent", "failed", "skipped")
+
+
+class SubscribeCredit(Model):
+    """How many subscribe messages of one template a mini-program user allows: each "accept" the mini program
+    reports from ``wx.requestSubscribeMessage`` is one (WeChat's one-time subscriptions), each notice created takes
+    one (a conditional UPDATE ``count > 0``, so two notices never share one)."""
+
+    id = fields.IntField(primary_key=True)
+    user = fields.ForeignKeyField("models.User", related_name="subscribe_credits", on_delete=fields.CASCADE)
+    template_id = fields.CharField(max_length=64)
+    count = fields.IntField(default=0)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "subscribe_credit"
+        unique_together = (("user", "template_id"),)
+
+
+class ConsultationNotice(Model):
+    """One subscribe message owed to one mini-program user for the HIS's answer to a consultation: sent, retried
+    (pending), failed (kept with the reason) or skipped (no subscription, no template). Unique per consultation, user
+    and event, so an event delivered twice sends once."""
+
+    id = fields.IntField(primary_key=True)
+    consultation = fields.ForeignKeyField("models.Consultation", related_name="notices", on_delete=fields.CASCADE)
+    user = fields.ForeignKeyField("models.User", related_name="consultation_notices", on_delete=fields.CASCADE)
+    openid = fields.CharField(max_length=64)  # the user's mp_openid when the notice was made
+    event = fields.CharField(max_length=16)  # accepted | declined
+    template_id = fields.CharField(max_length=64, default="")
+    status = fields.CharField(max_length=16, default="pending")  # pending | sent | failed | skipped
+    attempts = fields.IntField(default=0)
+    last_error = fields.TextField(default="")
+    # While a delivery of the event is sending it: another delivery leaves it alone until then (a lease, so a
+    # worker that died mid-send does not hold it for ever).
+    sending_until = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    sent_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "consultation_notice"
+        unique_together = (("consultation", "user", "event"),)

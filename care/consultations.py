@@ -341,17 +341,64 @@ async def list_for_doctor(user, *, open_only: bool = False, limit: int = 100) ->
     return await query.order_by("-id").limit(limit).prefetch_related("patient", "slot")
 
 
-async def link_doctor(user, practitioner: Practitioner, *, actor_label: str = "system") -> DoctorAccount:
-    """Make a console user this practitioner (their role becomes ``doctor``)."""
-    async with in_transaction() as conn:
-        account, _ = await DoctorAccount.update_or_create(user_id=user.id, defaults={"practitioner_id": practitioner.id},
-                                                          using_db=conn)
-        if user.role != "doctor":
-            user.role = "doctor"
-            await user.save(update_fields=["role"], using_db=conn)
-        await audit.record("doctor.linked", "user", user.id, actor_label=actor_label,
-                           changes={"practitioner_id": practitioner.id}, using_db=conn)
-    return account
+async def link_doctor(user, practitioner: Practitioner | int | None, *, actor_label: str | None = None, actor=None,
+                      using_db=None) -> DoctorAccount | None:
+    """Make a console user this practitioner (their role becomes ``doctor``), or, with ``practitioner=None``, no
+    practitioner any more (the link removed; the caller gives the account its new role in the same transaction).
+
+    The one implementation of the link: the admin screen (``core.accounts``, which is handed this function, since
+    core imports no domain) and ``python -m care link-doctor | unlink-doctor`` come here. ``practitioner``: a row or
+    its id; unknown → 404, inactive or already another account's → 409 (naming that account), each with
+    ``details.field = practitioner_id``. ``using_db``: the caller's transaction, so that a refusal undoes the account
+    change around it; without one, a transaction of its own. Audited (``doctor.linked`` / ``doctor.unlinked``)."""
+    from tortoise.exceptions import IntegrityError
+
+    from core.models import User
+
+    if using_db is None:
+        async with in_transaction() as conn:
+            return await link_doctor(user, practitioner, actor_label=actor_label, actor=actor, using_db=conn)
+    conn, who = using_db, {"actor": actor, "actor_label": actor_label or (None if actor else "system")}
+    current = await DoctorAccount.filter(user_id=user.id).using_db(conn).first()
+    if practitioner is None:
+        if current is not None:
+            await current.delete(using_db=conn)
+            await audit.record("doctor.unlinked", "user", user.id, changes={"practitioner_id": current.practitioner_id},
+                               using_db=conn, **who)
+        return None
+    if not isinstance(practitioner, Practitioner):
+        practitioner_id = _int_field(practitioner, "practitioner_id")
+        practitioner = await Practitioner.filter(id=practitioner_id).using_db(conn).first()
+        if practitioner is None:
+            raise NotFound(f"未找到编号为 {practitioner_id} 的医生", code="practitioner_not_found",
+                           details={"field": "practitioner_id"})
+    if not practitioner.active:
+        raise Conflict(f"医生“{practitioner.name}”已停用，不能关联账号", code="practitioner_inactive",
+                       details={"field": "practitioner_id"})
+    taken = await DoctorAccount.filter(practitioner_id=practitioner.id).exclude(user_id=user.id).using_db(conn).first()
+    if taken is not None:
+        other = await User.filter(id=taken.user_id).using_db(conn).values_list("username", flat=True)
+        raise Conflict(f"医生“{practitioner.name}”已关联账号“{other[0] if other else taken.user_id}”",
+                       code="practitioner_linked", details={"field": "practitioner_id"})
+    changes: dict = {"practitioner_id": practitioner.id}
+    try:
+        if current is None:
+            current = await DoctorAccount.create(user_id=user.id, practitioner_id=practitioner.id, using_db=conn)
+        elif current.practitioner_id != practitioner.id:
+            changes["previous_practitioner_id"] = current.practitioner_id
+            current.practitioner_id = practitioner.id
+            await current.save(update_fields=["practitioner_id"], using_db=conn)
+        elif user.role == "doctor":
+            return current  # already so: nothing to record
+    except IntegrityError:  # another account took this practitioner meanwhile
+        raise Conflict(f"医生“{practitioner.name}”已关联其他账号", code="practitioner_linked",
+                       details={"field": "practitioner_id"}) from None
+    if user.role != "doctor":
+        changes["role"] = [user.role, "doctor"]
+        user.role = "doctor"
+        await user.save(update_fields=["role"], using_db=conn)
+    await audit.record("doctor.linked", "user", user.id, changes=changes, using_db=conn, **who)
+    return current
 
 
 # -- the room ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""``/console/api/v1/admin``: administrators manage hospitals, departments, console accounts, invitation codes, the
-knowledge base's review queue and proposals, and import devices. Agents and engineers are refused (403 ``role``).
+"""``/console/api/v1/admin``: administrators manage hospitals, departments, console accounts (doctors linked to a
+practitioner), invitation codes, the knowledge base's review queue and proposals, and import devices. Agents and
+engineers are refused (403 ``role``).
 
 Each route parses, calls one domain service (which validates, stores and audits) and renders the result.
 """
@@ -12,7 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 from sanic_ext.extensions.openapi import openapi
+from tortoise.expressions import Q
 
+from care.consultations import link_doctor
+from care.models import Practitioner
 from console.auth import console_user, end_user_sessions, hash_password
 from core import accounts, hospitals, people
 from core.errors import BadRequest, Forbidden, Unprocessable
@@ -63,9 +67,10 @@ class UserBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     username: StrictStr = Field(min_length=1, max_length=64)
     password: StrictStr = Field(description=f"at least {accounts.MIN_PASSWORD} characters")
-    role: StrictStr = Field(description="agent | engineer | admin")
+    role: StrictStr = Field(description="agent | engineer | admin | doctor")
     name: StrictStr = Field("", max_length=64)
     hospital_ids: list[StrictInt] = Field(default_factory=list, description="hospitals an agent serves")
+    practitioner_id: StrictInt | None = Field(None, description="the practitioner a doctor is (role doctor only)")
 
 
 class UserPatch(BaseModel):
@@ -75,6 +80,8 @@ class UserPatch(BaseModel):
     active: StrictBool | None = None
     hospital_ids: list[StrictInt] | None = None
     password: StrictStr | None = Field(None, description="a new password (reset)")
+    practitioner_id: StrictInt | None = Field(None, description="the practitioner a doctor is; needed when the role "
+                                                                "becomes doctor, another one relinks")
 
 
 def _set(body: BaseModel) -> dict:
@@ -95,11 +102,21 @@ def department_out(d: Department) -> dict:
     return {"id": d.id, "hospital_id": d.hospital_id, "name": d.name}
 
 
+# What ``user_out`` reads: fetch these first (``fetch_related`` / ``User.fetch_for_list``).
+USER_RELATIONS = ("served_hospitals", "hospital", "doctor_account__practitioner")
+
+
+def practitioner_out(p: Practitioner) -> dict:
+    return {"id": p.id, "his_id": p.his_id, "name": p.name, "department": p.department, "active": p.active}
+
+
 def user_out(u: User) -> dict:
-    """``u`` with ``served_hospitals`` and ``hospital`` fetched."""
+    """``u`` with ``USER_RELATIONS`` fetched; ``practitioner`` is the one a doctor is linked to (else null)."""
+    account = u.doctor_account
     return {"id": u.id, "username": u.username, "name": u.name, "role": u.role, "active": u.active,
             "phone": u.phone, "hospital": {"id": u.hospital.id, "name": u.hospital.name} if u.hospital else None,
             "hospitals": [{"id": h.id, "name": h.name} for h in sorted(u.served_hospitals, key=lambda h: h.id)],
+            "practitioner": practitioner_out(account.practitioner) if account else None,
             "created_at": u.created_at.isoformat()}
 
 
@@ -158,34 +175,64 @@ async def create_department(request: Request, hospital_id: int) -> HTTPResponse:
 
 # -- console accounts ---------------------------------------------------------------------------------------------
 @bp.get("/users")
-@openapi.definition(summary="Console users (`role=agent|engineer|admin`, or `staff` for WeChat-bound staff)", tag=TAG)
+@openapi.definition(summary="Console users (`role=agent|engineer|admin|doctor`, or `staff` for WeChat-bound staff)",
+                    tag=TAG)
 async def list_users(request: Request) -> HTTPResponse:
     await _admin(request)
-    return json({"items": [user_out(u) for u in await accounts.list_users(request.args.get("role") or None)]})
+    users = await accounts.list_users(request.args.get("role") or None)
+    await User.fetch_for_list(users, "doctor_account__practitioner")
+    return json({"items": [user_out(u) for u in users]})
 
 
 @bp.post("/users")
-@openapi.definition(summary="Create a console user (username, password ≥ 10 characters, role, served hospitals)",
-                    tag=TAG)
+@openapi.definition(summary="Create a console user (username, password ≥ 10 characters, role, served hospitals; "
+                            "a doctor: `practitioner_id`)",
+                    description="A doctor's practitioner must exist, be active and belong to no other account "
+                                "(404 / 409 naming `practitioner_id`); refused, no account is created.", tag=TAG)
 async def create_user(request: Request) -> HTTPResponse:
     admin = await _admin(request)
     body = parse(request, UserBody)
-    user = await accounts.create_console_user(admin, hasher=hash_password, **body.model_dump())
-    await user.fetch_related("served_hospitals", "hospital")
+    user = await accounts.create_console_user(admin, hasher=hash_password, link_doctor=link_doctor,
+                                              **body.model_dump())
+    await user.fetch_related(*USER_RELATIONS)
     return json(user_out(user), status=201)
 
 
 @bp.put("/users/<user_id:int>")
-@openapi.definition(summary="Change a console user: name, role, active, hospital_ids, password (reset)",
-                    description="Disabling, a new role or a new password ends the user's sessions at once.", tag=TAG)
+@openapi.definition(summary="Change a console user: name, role, active, hospital_ids, password (reset), "
+                            "practitioner_id (a doctor's)",
+                    description="Disabling, a new role, practitioner or password ends the user's sessions at once. "
+                                "Becoming a doctor needs `practitioner_id`; another role drops the doctor's link.",
+                    tag=TAG)
 async def update_user(request: Request, user_id: int) -> HTTPResponse:
     admin = await _admin(request)
     user, sessions_void = await accounts.update_console_user(admin, user_id, _set(parse(request, UserPatch)),
-                                                             hasher=hash_password)
+                                                             hasher=hash_password, link_doctor=link_doctor)
     if sessions_void:
         await end_user_sessions(request.app.ctx.redis, user.id)
-    await user.fetch_related("served_hospitals", "hospital")
+    await user.fetch_related(*USER_RELATIONS)
     return json(user_out(user))
+
+
+PRACTITIONER_CHOICES = 20
+
+
+def _linked_to(p: Practitioner) -> dict | None:
+    account = p.account
+    return {"id": account.user.id, "username": account.user.username, "name": account.user.name} if account else None
+
+
+@bp.get("/practitioners")
+@openapi.definition(summary="Active practitioners to link a doctor's account to (`q`: name, department or HIS id; "
+                            "at most 20), each with the account already linked to it", tag=TAG)
+async def list_practitioners(request: Request) -> HTTPResponse:
+    await _admin(request)
+    q = " ".join((request.args.get("q") or "").split())[:64]
+    query = Practitioner.filter(active=True)
+    if q:
+        query = query.filter(Q(name__icontains=q) | Q(department__icontains=q) | Q(his_id__icontains=q))
+    found = await query.order_by("name", "id").limit(PRACTITIONER_CHOICES).prefetch_related("account__user")
+    return json({"items": [{**practitioner_out(p), "linked_to": _linked_to(p)} for p in found]})
 
 
 # -- invitation codes ---------------------------------------------------------------------------------------------

@@ -75,6 +75,12 @@ class Settings:
     wechat_max_body: int = 256 * 1024
     # Template message for ticket updates (first, keyword1–4, remark); unset, notifications are kept as failed.
     wechat_template_ticket: str = ""
+    # Mini-program subscribe message "consultation answered" (问诊预约结果: name1 doctor, thing2 department, time3 slot,
+    # phrase4 result, thing5 note); unset, the notices are recorded as skipped and nothing is sent.
+    wechat_mp_template_consultation: str = ""
+    # The template is a long-term subscription (WeChat allows them to medical mini programs): one "accept" lets every
+    # later message through, so a credit is required but not used up. Off: one-time subscriptions, one per accept.
+    wechat_mp_subscribe_long_term: bool = False
     # Hospital information system (FHIR R4)
     his_base_url: str = ""
     # WebRTC

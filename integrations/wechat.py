@@ -1,10 +1,11 @@
 """Async client of the WeChat server API: the service account (messages, QR codes, web OAuth, JS-SDK) and the
-mini program's login (``jscode2session``).
+mini program (login with ``jscode2session``, subscribe messages).
 
-The access_token and the jsapi_ticket are shared by every worker through Redis. WeChat caps the fetches per day
-and a new token retires the previous one a few minutes later, so one worker fetches under a Redis lock while the
-others wait and read the cache. A call refused because of the token (40001/42001/40014) drops that exact token
-(compare-and-delete: a token another worker just fetched stays) and is retried once with a fresh one.
+The access_tokens (one per app: the service account's, ``app="oa"``, and the mini program's, ``app="mp"``, each
+cached under ``wx:token:<appid>``) and the jsapi_ticket are shared by every worker through Redis. WeChat caps the
+fetches per day and a new token retires the previous one a few minutes later, so one worker fetches under a Redis
+lock while the others wait and read the cache. A call refused because of the token (40001/42001/40014) drops that
+exact token (compare-and-delete: a token another worker just fetched stays) and is retried once with a fresh one.
 
 Every failure becomes a ``core.errors`` error with a Chinese message for users: ``WeChatAPIError`` for a non-zero
 ``errcode``, ``UpstreamError`` for the network, timeouts and unreadable answers. Query strings carry the app
@@ -20,6 +21,7 @@ import logging
 import secrets
 import string
 import time
+from functools import partial
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
@@ -38,6 +40,11 @@ QR_MAX_EXPIRE = 2_592_000  # 30 days, the longest a temporary QR code lives
 QR_SCENE_MAX = 64
 SHOWQRCODE_URL = "https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket="
 NEWS_FIELDS = ("title", "description", "url", "picurl")
+APPS = ("oa", "mp")  # the service account (official account) and the mini program: two appids, two access_tokens
+SUBSCRIBE_STATES = ("developer", "trial", "formal")  # which version of the mini program a subscribe message opens
+# Characters a subscribe message's value may hold, by the kind its key names (``thing1`` is a thing).
+SUBSCRIBE_LIMITS = {"thing": 20, "name": 10, "phrase": 5, "character_string": 32, "number": 32, "letter": 32,
+                    "symbol": 5, "car_number": 8, "phone_number": 17}
 _NONCE_ALPHABET = string.ascii_letters + string.digits
 
 # Deletes KEYS[1] only while it still holds ARGV[1]: a worker whose call failed with token A must not delete the
@@ -71,6 +78,8 @@ _ERRORS: dict[int, tuple[int, str]] = {
     45015: (409, "超出客服消息时限，请等待用户再次发送消息"),
     45047: (409, "超出客服消息时限或条数上限，请等待用户再次发送消息"),
     48001: (502, "公众号未获得该接口权限，请联系管理员"),
+    43101: (409, "用户未订阅该消息或订阅次数已用完"),
+    47003: (400, "订阅消息内容不符合模板要求"),
 }
 
 
@@ -85,6 +94,28 @@ def jsapi_sign(ticket: str, noncestr: str, timestamp: int | str, url: str) -> st
     page = url.split("#", 1)[0]
     text = f"jsapi_ticket={ticket}&noncestr={noncestr}&timestamp={timestamp}&url={page}"
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def subscribe_kind(key: str) -> str:
+    """The kind of a subscribe message's field from its key: ``thing1`` → ``thing``, ``phone_number4`` →
+    ``phone_number``."""
+    return key.rstrip("0123456789")
+
+
+def fit_subscribe_data(values: dict[str, str]) -> dict[str, dict]:
+    """Subscribe message data from plain strings, each cut to its kind's limit (WeChat refuses a value that is too
+    long with 47003 and sends nothing). A cut ``thing`` ends with "…" so readers see it goes on; the other kinds take
+    only their own characters (a ``name`` or ``phrase`` is Chinese only) and are cut short. Kinds without a length
+    limit (time, date, amount) pass as they are: their format is the caller's business."""
+    data = {}
+    for key, value in values.items():
+        text = " ".join(str(value).split())
+        kind = subscribe_kind(key)
+        limit = SUBSCRIBE_LIMITS.get(kind)
+        if limit and len(text) > limit:
+            text = text[:limit - 1] + "…" if kind == "thing" else text[:limit]
+        data[key] = {"value": text}
+    return data
 
 
 def _cache_ttl(expires_in: int) -> int:
@@ -136,29 +167,42 @@ class WeChatClient:
     # -- access_token and jsapi_ticket -------------------------------------------------------------------------------
     @property
     def _token_key(self) -> str:
-        return f"wx:token:{self._settings.wechat_app_id}"
+        return self._token_key_of("oa")
+
+    def _token_key_of(self, app: str) -> str:
+        return f"wx:token:{self._app_credentials(app)[1]}"
+
+    def _app_credentials(self, app: str) -> tuple[str, str, str]:
+        """(what users call it, appid, secret) of ``app``: "oa" the service account, "mp" the mini program."""
+        if app == "mp":
+            return "小程序", self._settings.wechat_mp_app_id, self._settings.wechat_mp_app_secret
+        if app == "oa":
+            return "公众号", self._settings.wechat_app_id, self._settings.wechat_app_secret
+        raise ValueError(f"unknown WeChat app {app!r} (one of {APPS})")
 
     @property
     def _ticket_key(self) -> str:
         return f"wx:jsapi_ticket:{self._settings.wechat_app_id}"
 
-    async def access_token(self, *, force_refresh: bool = False) -> str:
-        """The service account's access_token, fetched by one worker for all.
+    async def access_token(self, *, force_refresh: bool = False, app: str = "oa") -> str:
+        """The access_token of ``app`` (the service account by default, "mp" the mini program), fetched by one
+        worker for all.
 
         ``force_refresh`` retires the cached token first; callers refreshing at the same moment share one new token.
         """
+        key = self._token_key_of(app)
         if force_refresh:
-            current = _as_text(await self._redis.get(self._token_key))
+            current = _as_text(await self._redis.get(key))
             if current:
-                await self._drop(self._token_key, current)
-        return await self._shared(self._token_key, self._fetch_access_token)
+                await self._drop(key, current)
+        return await self._shared(key, partial(self._fetch_access_token, app))
 
     async def jsapi_ticket(self) -> str:
         """The JS-SDK ticket, cached and fetched once for all workers like the access_token."""
         return await self._shared(self._ticket_key, self._fetch_jsapi_ticket)
 
-    async def _fetch_access_token(self) -> tuple[str, int]:
-        app_id, secret = self._credentials("公众号", self._settings.wechat_app_id, self._settings.wechat_app_secret)
+    async def _fetch_access_token(self, app: str = "oa") -> tuple[str, int]:
+        app_id, secret = self._credentials(*self._app_credentials(app))
         params = {"grant_type": "client_credential", "appid": app_id, "secret": secret}
         try:
             data = await self._request("GET", "/cgi-bin/token", params=params)
@@ -222,9 +266,9 @@ class WeChatClient:
         await self._compare_and_delete(keys=[key], args=[value])
 
     async def _call_with_token(self, method: str, path: str, *, params: dict | None = None,
-                               payload: dict | None = None) -> dict:
-        """Call an API that needs the access_token; a refused token is replaced and the call retried once."""
-        token = await self.access_token()
+                               payload: dict | None = None, app: str = "oa") -> dict:
+        """Call an API that needs ``app``'s access_token; a refused token is replaced and the call retried once."""
+        token = await self.access_token(app=app)
         try:
             return await self._request(method, path, params={**(params or {}), "access_token": token},
                                        payload=payload)
@@ -232,8 +276,8 @@ class WeChatClient:
             if exc.errcode not in TOKEN_ERRORS:
                 raise
             log.info("WeChat refused the access_token on %s (errcode %s): refreshing it", path, exc.errcode)
-        await self._drop(self._token_key, token)
-        token = await self.access_token()
+        await self._drop(self._token_key_of(app), token)
+        token = await self.access_token(app=app)
         return await self._request(method, path, params={**(params or {}), "access_token": token}, payload=payload)
 
     # -- messages ----------------------------------------------------------------------------------------------------
@@ -277,6 +321,23 @@ class WeChatClient:
             payload["miniprogram"] = miniprogram
         answer = await self._call_with_token("POST", "/cgi-bin/message/template/send", payload=payload)
         return int(self._field(answer, "msgid"))
+
+    async def send_subscribe_message(self, openid: str, template_id: str, data: dict, *, page: str | None = None,
+                                     state: str = "formal") -> int | None:
+        """A mini-program subscribe message (one per "accept" the user gave for the template), sent with the mini
+        program's access_token to its ``mp_openid``. ``data`` goes out as given, ``{"thing1": {"value": ...}}``:
+        values over WeChat's limits are refused (47003), never cut here (``fit_subscribe_data`` cuts them for the
+        caller). 43101: the user holds no subscription for it. Returns the msgid when WeChat gives one."""
+        if not openid or not template_id:
+            raise BadRequest("缺少接收用户或消息模板")
+        if state not in SUBSCRIBE_STATES:
+            raise BadRequest("小程序版本有误")
+        payload: dict[str, Any] = {"touser": openid, "template_id": template_id, "data": data,
+                                   "miniprogram_state": state, "lang": "zh_CN"}
+        if page:
+            payload["page"] = page
+        answer = await self._call_with_token("POST", "/cgi-bin/message/subscribe/send", payload=payload, app="mp")
+        return int(answer["msgid"]) if str(answer.get("msgid") or "").isdigit() else None
 
     @staticmethod
     def _template_value(value: Any) -> dict:

@@ -12,9 +12,10 @@ from miniprogram_api.patient_api import bp as patient_bp
 from miniprogram_api.consultations_api import bp as consultations_bp
 from miniprogram_api.advice_api import bp as advice_bp
 from miniprogram_api.patient_vitals_api import bp as patient_vitals_bp
+from miniprogram_api.subscriptions_api import bp as subscriptions_bp
 
 # Each blueprint carries its own url_prefix (/mp/v1, /h5/auth): the group adds none.
 bp = Blueprint.group(auth_bp, h5_auth_bp, repair_bp, h5_repair_bp, kb_admin_bp, patient_bp,
-                     h5_engineer_bp, consultations_bp, advice_bp, patient_vitals_bp)
+                     h5_engineer_bp, consultations_bp, advice_bp, patient_vitals_bp, subscriptions_bp)
 
 __all__ = ["bp"]

@@ -8,7 +8,10 @@ Run on its own for a demo (``python -m tests.wechat_standin --port 8801``): it p
 killed. Control endpoints under ``/_standin/`` then do what the knobs do in tests: ``POST /_standin/js_code``
 ``{"code", "openid", "unionid"?}``, ``POST /_standin/oauth_code`` ``{"code", "openid", "unionid"?, "scope"?}``,
 ``POST /_standin/expire_token`` ``{"token"?}``, ``POST /_standin/fail_next`` ``{"path", "errcode", "errmsg"?}``,
-``GET /_standin/messages``.
+``POST /_standin/refuse_subscribe`` ``{"openid"}``, ``GET /_standin/messages``.
+
+The mini program has an access_token of its own (``/cgi-bin/token`` with its appid and secret): subscribe messages
+(``/cgi-bin/message/subscribe/send``) take only that one, the service account's API only the service account's.
 
 ``GET /connect/oauth2/authorize`` plays WeChat's web OAuth page: it redirects straight back to ``redirect_uri`` with
 a fresh code for ``oauth_demo_openid`` (``--demo-openid``) and the ``state`` it was given, so the H5 sign-in runs
@@ -24,6 +27,7 @@ import json
 import secrets
 import signal
 import time
+import re
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
@@ -36,6 +40,10 @@ QR_LIMIT_SCENE_MAX = 100_000
 CUSTOM_MSGTYPES = frozenset({"text", "image", "voice", "video", "music", "news", "mpnews", "mpnewsarticle",
                              "msgmenu", "wxcard", "miniprogrampage"})
 MEDIA_MSGTYPES = frozenset({"image", "voice", "video"})
+# Subscribe message values: characters allowed per kind (the key without its digits), and the time formats taken.
+SUBSCRIBE_LIMITS = {"thing": 20, "name": 10, "phrase": 5, "character_string": 32, "number": 32, "letter": 32,
+                    "symbol": 5, "car_number": 8, "phone_number": 17}
+_SUBSCRIBE_TIME = re.compile(r"^((\d{4}-\d{1,2}-\d{1,2}|\d{4}年\d{1,2}月\d{1,2}日) )?\d{1,2}:\d{2}(:\d{2})?$")
 
 
 class Call(NamedTuple):
@@ -68,10 +76,13 @@ class WeChatStandIn:
         self.custom_messages: list[dict] = []
         self.template_messages: list[dict] = []
         self.qrcodes: list[dict] = []
+        self.subscribe_messages: list[dict] = []
         self.base_url = ""
         # Who "authorizes" on the stand-in's OAuth page; a test may change it between sign-ins.
         self.oauth_demo_openid, self.oauth_demo_unionid = oauth_demo_openid, oauth_demo_unionid
         self._tokens: dict[str, float] = {}  # access_token -> monotonic expiry
+        self._mp_tokens: dict[str, float] = {}  # the mini program's access_tokens
+        self._refused_subscribers: set[str] = set()
         self._tickets: dict[str, float] = {}
         self._js_codes: dict[str, _Code] = {}
         self._oauth_codes: dict[str, _Code] = {}
@@ -105,6 +116,7 @@ class WeChatStandIn:
         app.router.add_get("/cgi-bin/token", self._token)
         app.router.add_post("/cgi-bin/message/custom/send", self._custom_send)
         app.router.add_post("/cgi-bin/message/template/send", self._template_send)
+        app.router.add_post("/cgi-bin/message/subscribe/send", self._subscribe_send)
         app.router.add_post("/cgi-bin/qrcode/create", self._qrcode_create)
         app.router.add_get("/cgi-bin/ticket/getticket", self._getticket)
         app.router.add_get("/cgi-bin/media/get", self._media_get)
@@ -116,6 +128,7 @@ class WeChatStandIn:
         app.router.add_post("/_standin/expire_token", self._control_expire_token)
         app.router.add_post("/_standin/fail_next", self._control_fail_next)
         app.router.add_get("/_standin/messages", self._control_messages)
+        app.router.add_post("/_standin/refuse_subscribe", self._control_refuse_subscribe)
         return app
 
     # -- knobs -----------------------------------------------------------------------------------------------------
@@ -133,6 +146,18 @@ class WeChatStandIn:
         return next(reversed(self._tokens), None)
 
     @property
+    def current_mp_token(self) -> str | None:
+        """The mini program's newest access_token still valid."""
+        return next(reversed(self._mp_tokens), None)
+
+    def token_fetches_for(self, app_id: str) -> int:
+        return sum(1 for call in self.calls if call.path == "/cgi-bin/token" and call.query.get("appid") == app_id)
+
+    def refuse_subscribe(self, openid: str) -> None:
+        """Subscribe messages to ``openid`` answer 43101, as for a user who refused them or used their subscription."""
+        self._refused_subscribers.add(openid)
+
+    @property
     def current_ticket(self) -> str | None:
         return next(reversed(self._tickets), None)
 
@@ -143,8 +168,10 @@ class WeChatStandIn:
         """Make ``token`` (default: every token issued so far) invalid: its next use answers 40001."""
         if token is None:
             self._tokens.clear()
+            self._mp_tokens.clear()
         else:
             self._tokens.pop(token, None)
+            self._mp_tokens.pop(token, None)
 
     def add_js_code(self, code: str, openid: str, unionid: str | None = None) -> None:
         self._js_codes[code] = _Code(openid, unionid, "")
@@ -214,11 +241,12 @@ class WeChatStandIn:
         store[value] = time.monotonic() + self.token_lifetime
         return value
 
-    def _token_error(self, request: web.Request) -> dict | None:
+    def _token_error(self, request: web.Request, store: dict[str, float] | None = None) -> dict | None:
+        """Is the request's access_token one of ``store`` (the service account's by default) and still valid?"""
         token = request.query.get("access_token")
         if not token:
             return _error(41001, "access_token missing")
-        expiry = self._tokens.get(token)
+        expiry = (self._tokens if store is None else store).get(token)
         if expiry is None:
             return _error(40001, "invalid credential, access_token is invalid or not latest")
         if time.monotonic() > expiry:
@@ -255,6 +283,12 @@ class WeChatStandIn:
     async def _token(self, request: web.Request) -> web.Response:
         if request.query.get("grant_type") != "client_credential":
             return self._answer(request, _error(40002, "invalid grant_type"))
+        if request.query.get("appid") == self.mp_app_id:  # the mini program's own token
+            error = self._app_error(request, self.mp_app_id, self.mp_app_secret)
+            if error:
+                return self._answer(request, error)
+            token = self._issue(self._mp_tokens)
+            return self._answer(request, {"access_token": token, "expires_in": self.token_lifetime})
         error = self._app_error(request, self.app_id, self.app_secret)
         if error:
             return self._answer(request, error)
@@ -320,6 +354,47 @@ class WeChatStandIn:
         mini = body.get("miniprogram")
         if mini is not None and not (isinstance(mini, dict) and mini.get("appid")):
             return _error(40013, "invalid appid")
+        return None
+
+    async def _subscribe_send(self, request: web.Request) -> web.Response:
+        """A mini-program subscribe message: the mini program's token only; 43101 for a user who holds no
+        subscription (``refuse_subscribe``); 47003 for data missing or breaking the value limits."""
+        error = self._token_error(request, self._mp_tokens)
+        body = None
+        if error is None:
+            body, error = await self._posted(request)
+        if error is None:
+            error = self._subscribe_error(body)
+        if error:
+            return self._answer(request, error)
+        self.subscribe_messages.append(body)
+        return self._answer(request, _error(0, "ok"))
+
+    def _subscribe_error(self, body: dict) -> dict | None:
+        touser = body.get("touser")
+        if not isinstance(touser, str) or not touser:
+            return _error(40003, "invalid openid")
+        if not isinstance(body.get("template_id"), str) or not body["template_id"]:
+            return _error(40037, "invalid template_id")
+        if body.get("miniprogram_state", "formal") not in ("developer", "trial", "formal"):
+            return _error(47003, "argument invalid! miniprogram_state")
+        page = body.get("page")
+        if page is not None and not isinstance(page, str):
+            return _error(47003, "argument invalid! page")
+        data = body.get("data")
+        if not isinstance(data, dict) or not data:
+            return _error(47003, "argument invalid! data is empty")
+        for key, item in data.items():
+            value = item.get("value") if isinstance(item, dict) else None
+            if not isinstance(value, str) or not value:
+                return _error(47003, f"argument invalid! data.{key}.value is empty")
+            kind = key.rstrip("0123456789")
+            limit = SUBSCRIBE_LIMITS.get(kind)
+            if (limit and len(value) > limit) or (kind == "time" and not all(
+                    _SUBSCRIBE_TIME.match(part.strip()) for part in value.split("~"))):
+                return _error(47003, f"argument invalid! data.{key}.value invalid")
+        if touser in self._refused_subscribers:
+            return _error(43101, "user refuse to accept the msg")
         return None
 
     async def _qrcode_create(self, request: web.Request) -> web.Response:
@@ -437,8 +512,13 @@ class WeChatStandIn:
 
     async def _control_messages(self, request: web.Request) -> web.Response:
         return web.json_response({"custom": self.custom_messages, "template": self.template_messages,
-                                  "qrcodes": self.qrcodes},
+                                  "qrcodes": self.qrcodes, "subscribe": self.subscribe_messages},
                                  dumps=lambda data: json.dumps(data, ensure_ascii=False))
+
+    async def _control_refuse_subscribe(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        self.refuse_subscribe(data["openid"])
+        return web.json_response({"ok": True})
 
 
 # -- command line ----------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import { api, setSession } from './api.js';
 import { empty, fmtPercent, fmtTime, h, replace, select } from './dom.js';
 import { badge, busy, errorBox, flash } from './ui.js';
 
-const ROLE_LABELS = { admin: '管理员', agent: '客服', engineer: '工程师', staff: '员工' };
+const ROLE_LABELS = { admin: '管理员', agent: '客服', engineer: '工程师', doctor: '医生', staff: '员工' };
 const SECTIONS = {
   hospitals: ['医院与科室', renderHospitals],
   users: ['用户与角色', renderUsers],
@@ -142,7 +142,7 @@ function renderUsers(container) {
     const served = (u) => (u.hospitals || u.served_hospitals || []).map((x) => (typeof x === 'object' ? x.name : byId.get(x) || x)).join('、');
     const detail = h('div', { class: 'user-detail' }, empty('选择一个用户以修改角色、服务医院或重置密码'));
     const rows = users.map((u) => h('tr', { class: 'clickable', dataset: { id: String(u.id) }, on: { click: () => editUser(detail, u, all, () => renderUsers(container)) } },
-      h('td', { text: u.username || '—' }), h('td', { text: u.name || '' }), h('td', null, badge(ROLE_LABELS[u.role] || u.role, `role-${u.role}`)),
+      h('td', { text: u.username || '—' }), h('td', { text: u.name || '' }), h('td', null, badge(ROLE_LABELS[u.role] || u.role, `role-${u.role}`), doctorOf(u)),
       h('td', { text: served(u) || '—' }), h('td', null, u.active === false ? badge('已停用', 'muted') : badge('正常', 'ok'))));
     replace(container, h('div', { class: 'split' },
       h('div', null, panel('控制台用户', table(['用户名', '姓名', '角色', '服务医院', '状态'], rows, '还没有用户')), panel('新建用户', newUserForm(all, () => renderUsers(container)))),
@@ -150,22 +150,72 @@ function renderUsers(container) {
   });
 }
 
-const ROLE_OPTIONS = [['agent', '客服'], ['engineer', '工程师'], ['admin', '管理员']];
+const ROLE_OPTIONS = [['agent', '客服'], ['engineer', '工程师'], ['admin', '管理员'], ['doctor', '医生']];
+
+function practitionerLabel(p) {
+  return `${p.name || '（无姓名）'}${p.department ? ` · ${p.department}` : ''}${p.his_id ? `（HIS ${p.his_id}）` : ''}`;
+}
+
+/** Under a doctor's role badge: the practitioner the account is (or that it has none yet). */
+function doctorOf(u) {
+  if (u.role !== 'doctor') return null;
+  return h('span', { class: 'field-hint', dataset: { practitioner: u.practitioner ? String(u.practitioner.id) : '' }, text: u.practitioner ? practitionerLabel(u.practitioner) : '未关联医生' });
+}
+
+/**
+ * The practitioner a doctor's account is linked to: a search field (name, department or HIS id) and a select of the
+ * active practitioners found; those linked to another account are shown but cannot be chosen. Shown only while the
+ * role select says doctor. value(): the chosen id, or null.
+ */
+function practitionerPicker(role, current, userId) {
+  const search = input({ type: 'search', maxLength: 64, placeholder: '输入医生姓名、科室或 HIS 编号搜索', attrs: { 'aria-label': '搜索医生' } });
+  const choice = h('select', { class: 'input', attrs: { 'aria-label': '关联医生' } });
+  const status = h('span', { class: 'field-hint', hidden: true });
+  const say = (text) => { status.textContent = text; status.hidden = !text; };
+  const box = field('关联医生', h('div', { class: 'form-grid practitioner-picker' }, search, choice, status), '医生账号只看到所关联医生的问诊');
+  let timer = null;
+  let asked = 0;
+  const load = async () => {
+    const mine = ++asked;
+    let found;
+    try { found = items(await api.get('/admin/practitioners', { q: search.value.trim() }), 'practitioners'); } catch (err) { say(err.message); return; }
+    if (mine !== asked) return; // a later search is on its way
+    const keep = choice.value || (current ? String(current.id) : '');
+    const list = current && !found.some((p) => p.id === current.id) ? [current, ...found] : found;
+    replace(choice, h('option', { value: '', text: list.length ? '请选择医生' : '没有找到医生' }), list.map((p) => {
+      const other = p.linked_to && p.linked_to.id !== userId ? p.linked_to : null;
+      return h('option', { value: String(p.id), disabled: Boolean(other), text: other ? `${practitionerLabel(p)} — 已关联 ${other.username}` : practitionerLabel(p) });
+    }));
+    if ([...choice.options].some((o) => o.value === keep && !o.disabled)) choice.value = keep;
+    say(found.length >= 20 ? '只显示前 20 位，请输入更多字缩小范围' : '');
+  };
+  search.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(load, 250); });
+  const toggle = () => {
+    box.hidden = role.value !== 'doctor';
+    if (!box.hidden && !choice.options.length) load();
+  };
+  role.addEventListener('change', toggle);
+  toggle();
+  return { node: box, value: () => (choice.value ? Number(choice.value) : null) };
+}
 
 function newUserForm(all, done) {
   const username = input({ maxLength: 64, autocomplete: 'off', placeholder: '登录用，字母或数字开头' });
   const name = input({ maxLength: 64 });
   const role = select(ROLE_OPTIONS, { class: 'input' });
+  const doctor = practitionerPicker(role, null, null);
   const password = h('input', { class: 'input', type: 'password', autocomplete: 'new-password', maxLength: 256 });
   const served = hospitalChecks(all, []);
   const problem = errorBox();
   const save = h('button', { type: 'submit', class: 'btn btn-primary', text: '创建用户' });
-  const form = h('form', { class: 'form-grid', id: 'user-form' }, field('用户名', username), field('姓名', name), field('角色', role),
+  const form = h('form', { class: 'form-grid', id: 'user-form' }, field('用户名', username), field('姓名', name), field('角色', role), doctor.node,
     field('初始密码', password, '至少 10 位'), field('服务医院', served, '客服只看到所服务医院的工单'), problem, h('div', { class: 'form-actions' }, save));
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
+    const body = { username: username.value.trim(), name: name.value, role: role.value, password: password.value, hospital_ids: checkedIds(served) };
+    if (role.value === 'doctor' && doctor.value() !== null) body.practitioner_id = doctor.value();
     busy(save, async () => {
-      await api.post('/admin/users', { username: username.value.trim(), name: name.value, role: role.value, password: password.value, hospital_ids: checkedIds(served) });
+      await api.post('/admin/users', body);
       flash(`已创建用户：${username.value.trim()}`);
       done();
     }, problem);
@@ -177,16 +227,19 @@ function editUser(detail, user, all, done) {
   const ids = (user.hospitals || user.served_hospitals || user.hospital_ids || []).map((x) => (typeof x === 'object' ? x.id : x));
   const name = input({ value: user.name || '', maxLength: 64 });
   const role = select(ROLE_OPTIONS, { class: 'input', value: user.role });
+  const doctor = practitionerPicker(role, user.practitioner || null, user.id);
   const active = h('input', { type: 'checkbox', checked: user.active !== false });
   const served = hospitalChecks(all, ids);
   const password = h('input', { class: 'input', type: 'password', autocomplete: 'new-password', maxLength: 256, placeholder: '不修改请留空' });
   const problem = errorBox();
   const save = h('button', { type: 'submit', class: 'btn btn-primary', text: '保存' });
-  const form = h('form', { class: 'form-grid' }, field('姓名', name), field('角色', role), h('label', { class: 'check' }, active, h('span', { text: '账号启用' })),
+  const form = h('form', { class: 'form-grid' }, field('姓名', name), field('角色', role), doctor.node, h('label', { class: 'check' }, active, h('span', { text: '账号启用' })),
     field('服务医院', served), field('重置密码', password, '至少 10 位；留空则不修改'), problem, h('div', { class: 'form-actions' }, save));
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     const change = { name: name.value, role: role.value, active: active.checked, hospital_ids: checkedIds(served) };
+    const chosen = doctor.value();
+    if (role.value === 'doctor' && chosen !== null && chosen !== (user.practitioner && user.practitioner.id)) change.practitioner_id = chosen;
     if (password.value) change.password = password.value;
     busy(save, async () => {
       await api.put(`/admin/users/${user.id}`, change);

@@ -13,7 +13,7 @@ import * as dashboard from './dashboard.js';
 import * as admin from './admin.js';
 import * as health from './health.js';
 
-const ROLE_LABELS = { admin: '管理员', agent: '客服', engineer: '工程师' };
+const ROLE_LABELS = { admin: '管理员', agent: '客服', engineer: '工程师', doctor: '医生' };
 const $ = (id) => document.getElementById(id);
 
 // -- routes ---------------------------------------------------------------------------------------------------------
