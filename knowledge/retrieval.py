@@ -64,7 +64,7 @@ _DEVICE_NAMES = {
     "呼吸机": "ventilator", "监护仪": "monitor", "输液泵": "infusion_pump", "注射泵": "syringe_pump",
     "离心": "centrifuge", "生化": "biochemistry_analyser", "血气": "blood_gas_analyser", "除颤": "defibrillator",
     "灭菌器": "autoclave", "消毒柜": "disinfection_cabinet", "麻醉机": "anaesthesia_machine",
-    "心电图机": "ecg", "b超": "ultrasound", "超声": "ultrasound", "ct": "ct", "内镜": "endoscope",
+    "心电图机": "ecg", "aed": "defibrillator", "b超": "ultrasound", "超声": "ultrasound", "ct": "ct", "内镜": "endoscope",
     "内窥镜": "endoscope", "血糖仪": "glucose_meter", "制氧机": "oxygen_concentrator", "雾化器": "nebuliser",
     "体重秤": "scale", "轮椅": "wheelchair", "病床": "bed", "打印机": "printer", "电脑": "computer",
     "空调": "air_conditioner", "电梯": "lift",
@@ -146,7 +146,8 @@ _PERSON = re.compile(
 
 _CHITCHAT = re.compile(
     r"^(?:你好|您好|嗨|哈喽|hello|hi|hey|在吗|在不在|谢谢|多谢|感谢|辛苦|再见|拜拜|bye|早上好|早安|中午好|下午好|晚上好|晚安"
-    r"|哈+|呵+|嘿+|好的|好吧|嗯+|哦+|ok|收到|吃饭了吗|吃了吗)"
+    # laughter and "嗯/哦" only as words of their own: "哈美顿 C1 …" is a ventilator's brand, not a laugh
+    r"|(?:哈|呵|嘿|嗯|哦)+(?=$|[^\u4e00-\u9fff]|好|收到|谢|对|是)|好的|好吧|ok|收到|吃饭了吗|吃了吗)"
     r"|天气|下雨|下雪|气温|笑话|段子|聊天|聊聊|无聊|你是谁|你叫什么|你是机器人|你几岁|你多大|你会什么|你能干什么|你喜欢")
 
 _DEVICE_WORDS = re.compile("|".join(sorted(
