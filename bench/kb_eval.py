@@ -43,7 +43,9 @@ How the query set was written and split (``batch``; rows without it are batch 1)
   showed them answering a central-station software question. The calibration was refitted on the calibration
   split; the eval split was then run for the figures. Two retrieval fixes that author reported went in with it:
   "哈…" at the start of a message is a laugh only as a word of its own ("哈美顿" is a ventilator brand), and "AED"
-  names the defibrillator.
+  names the defibrillator. One engine change followed, chosen by 5-fold cross-validation inside the calibration
+  split (answered right 92.7 % → 93.5 %, wrong answers equal, uncovered not answered 92.5 % → 94.3 %) before the
+  eval split was run: a seventh confidence feature, ``support`` (the entry's second-best wording's score).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ Search, per question:
    cost nothing, a rare unknown word ("转子", "中央站") lowers every entry's coverage. An error code the question
    quotes and an entry lacks ranks that entry down (E-77 is not E-05); another device named ranks its entries down;
 4. a calibrated confidence: a logistic mapping from (score, margin to the next entry, coverage, content, anchored —
-   the question names the entry's device or a word only that device's entries use —, same error code) fitted on the
+   the question names the entry's device or a word only that device's entries use —, same error code, support —
+   the entry's second-best wording, high when several of its texts are close to the question) fitted on the
    calibration split of ``tests/data/kb_queries.jsonl`` (``bench/kb_eval.py --fit`` writes
    ``data/calibration.json``), i.e. the estimated probability that this entry is the right one.
 
@@ -128,6 +129,7 @@ class Scored:
     content: float = 0.0  # the same over the question's words other than device names: what the fault is
     anchored: float = 0.0  # 1 when the question names the entry's device or a word only that device's entries use
     code: float = 0.0  # 1 when the question quotes an error code and the entry has the same code
+    support: float = 0.0  # the entry's second-best text: several of its wordings close to the question
 
 
 def normalise_for_check(text: str) -> str:
@@ -173,13 +175,13 @@ def is_chitchat(text: str) -> bool:
 
 # --- calibration ------------------------------------------------------------------------------------------------
 
-FEATURES = ("score", "margin", "coverage", "content", "anchored", "code")
-_DEFAULT_CALIBRATION = {"weights": [6.0, 1.5, 1.0, 2.0, 1.0, 1.0], "bias": -5.0}
+FEATURES = ("score", "margin", "coverage", "content", "anchored", "code", "support")
+_DEFAULT_CALIBRATION = {"weights": [6.0, 1.5, 1.0, 2.0, 1.0, 1.0, 0.0], "bias": -5.0}
 
 
 def features(best: Scored, other: Scored | None) -> list[float]:
     margin = best.score - (other.score if other else 0.0)
-    return [best.score, margin, best.coverage, best.content, best.anchored, best.code]
+    return [best.score, margin, best.coverage, best.content, best.anchored, best.code, best.support]
 
 
 def load_calibration(path: Path = CALIBRATION) -> dict:
@@ -344,7 +346,7 @@ class Index:
         q_words = " ".join(toks)
         out = []
         for i in nlargest(CANDIDATES, acc, key=acc.__getitem__):
-            best_text = 0.0
+            best_text = second_text = 0.0
             for t in self._texts[i]:
                 shared = sum(self._weight(w) for w in qset & t.token_set)
                 q_cov = shared / q_weight
@@ -355,7 +357,11 @@ class Index:
                 gt_cov = g_shared / t.gram_weight
                 g_overlap = 2 * g_cov * gt_cov / (g_cov + gt_cov) if g_shared else 0.0
                 fz = max(fuzz.token_set_ratio(q_words, t.words), fuzz.ratio(q_chars, t.chars)) / 100.0
-                best_text = max(best_text, 0.4 * overlap + 0.3 * g_overlap + 0.3 * fz)
+                this = 0.4 * overlap + 0.3 * g_overlap + 0.3 * fz
+                if this > best_text:
+                    best_text, second_text = this, best_text
+                elif this > second_text:
+                    second_text = this
             coverage = sum(self._weight(w) for w in qset & self._entry_tokens[i]) / q_weight
             content = (sum(self._weight(w) for w in content_set & self._entry_tokens[i]) / c_weight
                        if c_weight else 0.0)
@@ -384,7 +390,7 @@ class Index:
             if clinical:
                 score *= CLINICAL_FACTOR
             anchored = 1.0 if entry_type in hinted or entry_type == device_type else 0.0
-            out.append(Scored(i, score, coverage, content, anchored, code))
+            out.append(Scored(i, score, coverage, content, anchored, code, second_text))
         out.sort(key=lambda s: s.score, reverse=True)
         return out
 
