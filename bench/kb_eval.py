@@ -11,7 +11,7 @@ knowledge base's variants. Calibration is fitted only on ``split == "calibration
 
 The decision rule is the robot's: an explicit request for a person → hand-off; chit-chat → decline; confidence
 below RELEVANT_AT → decline; two entries of different devices within CLARIFY_MARGIN → clarify; below ANSWER_AT →
-hand-off as unsure; otherwise the top entry. A covered question counts as right only when the robot settles on
+unsure (the robot asks back "您是想问…吗？" and answers on "是", hands off on "不是"); otherwise the top entry. A covered question counts as right only when the robot settles on
 its entry (confidence ≥ ANSWER_AT); an uncovered one when the robot declines.
 The baseline is ``rapidfuzz.process.extractOne(q, questions, scorer=WRatio)``: always an entry, never declines.
 
@@ -67,10 +67,11 @@ from knowledge.retrieval import KBEntry, Index  # noqa: E402
 SEED = ROOT / "knowledge" / "data" / "kb_seed.json"
 QUERIES = ROOT / "tests" / "data" / "kb_queries.jsonl"
 BATCHES = {1: "written with the first engine", 2: "written before any scoring change of the second round",
-           3: "written after the second round's lexicon, before the refit"}
+           3: "written after the second round's lexicon, before the refit",
+           4: "written by an author who never saw the engine, the variants or the set"}
 # Calibration rows whose misses nobody reads (``--misses`` skips them): they score as a question the lexicon was never
 # tuned to would, so their aggregate figures could choose how to fit the confidence without touching the eval split.
-UNREAD_BATCHES = {3}
+UNREAD_BATCHES = {3, 4}
 
 
 def load_entries(path: Path = SEED) -> list[KBEntry]:
@@ -158,6 +159,9 @@ def evaluate(index: Index, rows: list[dict]) -> dict:
                                   and raw_top[id(r)].entry.id == r["expect"]), len(covered)),
         "covered_wrong_answer": (rate(covered, lambda r: outcome[id(r)][0] == "answer" and not right(r)),
                                  len(covered)),
+        # An unsure basic match is asked back ("您是想问…吗？"): right after one "是" when it names the entry.
+        "covered_after_confirm": (rate(covered, lambda r: outcome[id(r)][0] in ("answer", "unsure")
+                                       and outcome[id(r)][1] == r["expect"]), len(covered)),
         "decline": (rate(uncovered, lambda r: outcome[id(r)][0] == "decline"), len(uncovered)),
         "not_answered": (rate(uncovered, lambda r: outcome[id(r)][0] != "answer"), len(uncovered)),
         "handoff": (rate(person, lambda r: outcome[id(r)][0] == "handoff"), len(person)),
@@ -192,7 +196,8 @@ def print_table(title: str, ours: dict, base: dict) -> None:
     for label, key, target in lines:
         value, n = ours[key]
         print(f"{label:<44}{value:>10.1%}{base[key][0]:>10.1%}{n:>6}  {target}")
-    for label, key in (("  (raw top-1 ignoring thresholds, covered)", "covered_top1_raw"),
+    for label, key in (("  (right at once or after one confirmation)", "covered_after_confirm"),
+                       ("  (raw top-1 ignoring thresholds, covered)", "covered_top1_raw"),
                        ("  (wrong entry answered, covered)", "covered_wrong_answer"),
                        ("  (not answered, uncovered)", "not_answered")):
         value, n = ours[key]

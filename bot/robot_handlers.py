@@ -28,7 +28,8 @@ async def on_text(message: BaseMessage, ctx: BotContext) -> Reply:
                      device_name=getattr(target, "name", None))
     reply = await answer(said, ask)
     if reply.kind == "handoff" and target is not None:
-        number = await _hand_off(ctx, message, target, said, reply.tier)
+        # After "不是" or a device choice, the ticket describes the question, not the "2" that settled it.
+        number = await _hand_off(ctx, message, target, reply.about or said, reply.tier)
         return f"{reply.text}\n工单号：{number}"
     return reply.text
 

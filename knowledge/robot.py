@@ -4,9 +4,12 @@
 - chit-chat, or nothing in the knowledge base close enough → ``decline`` (a short reply saying what the robot does);
 - two entries for different devices nearly tied, no device known → ``clarify`` ("which device?", once);
 - a confident ``basic`` entry → ``answer`` with its documents and a video course, then "was this helpful?";
-- an ``advanced`` entry, or a relevant but unsure match → ``handoff`` to the remote service centre.
+- a relevant but unsure ``basic`` match → ``clarify`` by asking back "您是想问 …吗？" with the entry's question:
+  "1"/"是" answers it, "2"/"不是" hands off (and puts the question in the review queue), anything else is a new
+  question;
+- an ``advanced`` entry → ``handoff`` to the remote service centre.
 
-Conversation state per person lives in Redis for ten minutes: a pending clarification or feedback question.
+Conversation state per person lives in Redis for ten minutes: a pending clarification, confirmation or feedback.
 Every question is logged with the choice, the confidence and, later, the feedback.
 """
 
@@ -31,6 +34,8 @@ MAX_QUESTION = 500  # characters searched; the rest of a long message is noise f
 REFRESH_EVERY = 2.0  # seconds between a worker's checks of the knowledge-base version
 HELPFUL = {"1", "有用", "有帮助", "解决了", "好了", "谢谢"}
 UNHELPFUL = {"2", "没用", "没帮助", "没有帮助", "不行", "没解决", "还是不行"}
+CONFIRMED = {"1", "是", "是的", "对", "对的", "没错", "嗯", "就是"}
+NOT_MEANT = {"2", "不是", "不对", "都不是", "否", "转人工"}
 
 CAN_DO = ("我是设备服务助手，可以解答设备的常见故障（例如“呼吸机报警E-05怎么办”），"
           "也可以帮您报修：扫描设备二维码，或回复“转人工”。")
@@ -47,6 +52,8 @@ class Answer:
     videos: tuple = ()
     log_id: int | None = None
     tier: str | None = None  # of the entry chosen: a hand-off's ticket knows what kind of fault it is
+    # The question this reply is about when it answers a follow-up ("1", "不是"): a hand-off's ticket describes it.
+    about: str | None = None
 
 
 @dataclass
@@ -151,7 +158,14 @@ async def answer(text: str, ctx: AskContext, kb: KnowledgeIndex = KB) -> Answer:
     if state.get("pending") == "clarify" and said.isdigit() and 1 <= int(said) <= len(state.get("options", [])):
         await _remember(ctx, None)
         chosen = state["options"][int(said) - 1]
-        return await _respond(ctx, state.get("question", ""), kb, device_type=chosen, clarified=True)
+        reply = await _respond(ctx, state.get("question", ""), kb, device_type=chosen, clarified=True)
+        return Answer(**{**reply.__dict__, "about": state.get("question")})
+    if state.get("pending") == "confirm":
+        await _remember(ctx, None)  # asked back once: whatever comes next settles it
+        if said in CONFIRMED:
+            return await _confirmed(ctx, state, kb)
+        if said in NOT_MEANT:
+            return await _not_meant(ctx, state)
     return await _respond(ctx, said, kb, device_type=ctx.device_type)
 
 
@@ -179,15 +193,52 @@ async def _respond(ctx: AskContext, said: str, kb: KnowledgeIndex, *, device_typ
             return await _log(ctx, said, Answer("clarify", f"请问是哪台设备？回复 {labels}。",
                                                 confidence=best.confidence), device_type)
     entry = best.entry
-    if entry.tier == "advanced" or best.confidence < retrieval.ANSWER_AT:
-        reason = "该问题需要工程师处理。" if entry.tier == "advanced" else "我不太确定答案。"
-        return await _log(ctx, said, Answer("handoff", reason + _handoff_text(ctx), entry_id=entry.id,
+    if entry.tier == "advanced":
+        return await _log(ctx, said, Answer("handoff", "该问题需要工程师处理。" + _handoff_text(ctx), entry_id=entry.id,
                                             confidence=best.confidence, tier=entry.tier), device_type)
-    reply = Answer("answer", _answer_text(entry), entry_id=entry.id, confidence=best.confidence,
-                   docs=entry.docs, videos=entry.videos[:1], tier=entry.tier)
-    logged = await _log(ctx, said, reply, device_type)
+    if best.confidence < retrieval.ANSWER_AT:
+        # Relevant but unsure: ask back rather than guess, or hand off a question the robot may well know.
+        reply = Answer("clarify", f"您是想问“{entry.question}”吗？回复 1 是，2 不是（转人工）。", entry_id=entry.id,
+                       confidence=best.confidence, tier=entry.tier)
+        logged = await _log(ctx, said, reply, device_type, keep_id=True)
+        await _remember(ctx, {"pending": "confirm", "log_id": logged.log_id, "entry_id": entry.id,
+                              "confidence": best.confidence, "question": said})
+        return logged
+    return await _give(ctx, entry, best.confidence, await _log(ctx, said, _entry_answer(entry, best.confidence),
+                                                               device_type))
+
+
+def _entry_answer(entry: retrieval.KBEntry, confidence: float | None) -> Answer:
+    return Answer("answer", _answer_text(entry), entry_id=entry.id, confidence=confidence, docs=entry.docs,
+                  videos=entry.videos[:1], tier=entry.tier)
+
+
+async def _give(ctx: AskContext, entry: retrieval.KBEntry, confidence: float | None, logged: Answer) -> Answer:
+    """An answer given: ask whether it helped, the feedback going to its question's log row."""
     await _remember(ctx, {"pending": "feedback", "log_id": logged.log_id, "entry_id": entry.id})
     return logged
+
+
+async def _confirmed(ctx: AskContext, state: dict, kb: KnowledgeIndex) -> Answer:
+    """"是": the entry asked about answers the question (its log row becomes an answer)."""
+    index = await kb.current()
+    entry = next((e for e in index.entries if e.id == state.get("entry_id")), None)
+    question = state.get("question", "")
+    if entry is None:  # taken out of the knowledge base meanwhile: look again
+        reply = await _respond(ctx, question, kb, device_type=ctx.device_type)
+        return Answer(**{**reply.__dict__, "about": question})
+    if state.get("log_id"):
+        await QuestionLog.filter(id=state["log_id"]).update(kind="answer")
+    reply = Answer(**{**_entry_answer(entry, state.get("confidence")).__dict__, "log_id": state.get("log_id"),
+                      "about": question})
+    return await _give(ctx, entry, state.get("confidence"), reply)
+
+
+async def _not_meant(ctx: AskContext, state: dict) -> Answer:
+    """"不是": a person takes the question; it goes to the review queue as a question the robot could not answer."""
+    if state.get("log_id"):
+        await QuestionLog.filter(id=state["log_id"]).update(feedback="unhelpful")
+    return Answer("handoff", "好的。" + _handoff_text(ctx), about=state.get("question"))
 
 
 def _answer_text(entry: retrieval.KBEntry) -> str:
@@ -215,10 +266,11 @@ async def _feedback(ctx: AskContext, state: dict, *, helpful: bool) -> Answer:
     return Answer("handoff", "抱歉没能帮到您。" + _handoff_text(ctx), entry_id=state.get("entry_id"))
 
 
-async def _log(ctx: AskContext, said: str, reply: Answer, device_type: str | None) -> Answer:
+async def _log(ctx: AskContext, said: str, reply: Answer, device_type: str | None, *,
+               keep_id: bool = False) -> Answer:
     row = QuestionLog(openid=ctx.openid, text=storable(said)[:2000], device_type=device_type, kind=reply.kind,
                       entry_id=reply.entry_id, confidence=reply.confidence)
-    if reply.kind != "answer":
+    if reply.kind != "answer" and not keep_id:
         LOGS.add(row)
         return reply
     await row.save()
