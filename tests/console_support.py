@@ -84,3 +84,35 @@ async def console_login(live, username: str, password: str) -> ConsoleClient:
     session_id = cookie_from(headers, COOKIE)
     assert session_id, "login set no session cookie"
     return ConsoleClient(live, session_id, answer["csrf"], answer["user"])
+
+
+# -- the console in a browser (Playwright pages) ---------------------------------------------------------------------
+DESK = {"viewport": {"width": 1280, "height": 800}, "locale": "zh-CN"}
+
+
+def watch_page(page) -> None:
+    """Record script errors, console errors, CSP violations and failed requests on the page (``page.problems``)."""
+    page.problems = []
+    page.on("pageerror", lambda exc: page.problems.append(f"script error: {exc}"))
+    page.on("console", lambda msg: page.problems.append(f"console: {msg.text} at {msg.location.get('url')}")
+            if msg.type == "error" else None)
+    page.on("response", lambda r: page.problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
+
+
+def unexpected_problems(problems: list[str], *refused: str) -> list[str]:
+    """The problems besides the refusals the test provoked (paths in ``refused``) and the first /me: before logging
+    in, the page asks /me and is told 401, which is how it knows to show the login form."""
+    expected = ("/console/api/v1/me", *refused)
+    return [p for p in problems if not any(path in p for path in expected)]
+
+
+async def signed_in_page(browser, url: str, username: str, password: str):
+    """(context, page): a desk-sized, watched page opened at ``url`` and signed in through the login form."""
+    context = await browser.new_context(**DESK)
+    page = await context.new_page()
+    watch_page(page)
+    await page.goto(url)
+    await page.fill("#login-username", username)
+    await page.fill("#login-password", password)
+    await page.click("#login-submit")
+    return context, page

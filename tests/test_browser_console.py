@@ -23,29 +23,13 @@ from knowledge.models import KBEntry, KBProposal, QuestionLog
 from repair import reporting
 from repair.models import CannedReply, Device, Ticket, TicketMessage
 from tests.conftest import STANDIN_APP_ID, STANDIN_APP_SECRET
-from tests.console_support import make_console_user
+from tests.console_support import make_console_user, signed_in_page, unexpected_problems, watch_page
 from tests.h5_support import png_bytes, wav_bytes
 from tests.test_browser_repair import PHONE_UA, image_loaded
 
 PASSWORD = "correct-horse-42"
 # What a reporter may type: it must reach every page as text, never as markup.
 HOSTILE = '开机报警 E-05 <img src=x onerror="document.title=\'pwned\'"><script>alert(1)</script>'
-
-
-def _watch(page) -> None:
-    """Record script errors, console errors, CSP violations and failed requests on the page."""
-    page.problems = []
-    page.on("pageerror", lambda exc: page.problems.append(f"script error: {exc}"))
-    page.on("console", lambda msg: page.problems.append(f"console: {msg.text} at {msg.location.get('url')}")
-            if msg.type == "error" else None)
-    page.on("response", lambda r: page.problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
-
-
-def _unexpected(problems: list[str], *refused: str) -> list[str]:
-    """The problems besides the refusals the test provoked (paths in ``refused``) and the first /me: before logging
-    in, the page asks /me and is told 401, which is how it knows to show the login form."""
-    expected = ("/console/api/v1/me", *refused)
-    return [p for p in problems if not any(path in p for path in expected)]
 
 
 async def _world():
@@ -81,7 +65,7 @@ async def test_agent_works_a_live_ticket_through_to_the_engineer_and_sees_the_da
 
     desk = await browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
     page = await desk.new_page()
-    _watch(page)
+    watch_page(page)
 
     # -- log in ------------------------------------------------------------------------------------------------------
     await page.goto(live.url("/console/"))
@@ -159,7 +143,7 @@ async def test_agent_works_a_live_ticket_through_to_the_engineer_and_sees_the_da
     await phone_context.add_cookies([{"name": "medwx_h5", "url": live.base_url, "value": issue_session(
         settings.secret_key, user_id=engineer.id, openid=engineer.openid, roles=["engineer"])}])
     phone = await phone_context.new_page()
-    _watch(phone)
+    watch_page(phone)
     phone.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await phone.goto(live.url(f"/h5/engineer/tickets/{ticket.number}"))
     assert await phone.inner_text("#job-description") == HOSTILE
@@ -212,7 +196,7 @@ async def test_agent_works_a_live_ticket_through_to_the_engineer_and_sees_the_da
     await page.wait_for_selector(f'#queue-rows tr[data-number="{missed.number}"].is-unread')
     assert await page.inner_text("#nav-unread") == "1"
 
-    assert _unexpected(page.problems, "/console/api/v1/login") == []
+    assert unexpected_problems(page.problems, "/console/api/v1/login") == []
     assert phone.problems == []
 
 
@@ -227,13 +211,7 @@ async def test_an_administrator_manages_hospitals_people_codes_devices_and_the_k
     proposal = await KBProposal.create(kind="entry", entry_id="vent-new", question="呼吸机漏气报警",
                                        answer="检查管路连接", device_type="ventilator", status="pending")
 
-    context = await browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
-    page = await context.new_page()
-    _watch(page)
-    await page.goto(live.url("/console/"))
-    await page.fill("#login-username", "root.admin")
-    await page.fill("#login-password", PASSWORD)
-    await page.click("#login-submit")
+    context, page = await signed_in_page(browser, live.url("/console/"), "root.admin", PASSWORD)
     await page.wait_for_selector("#nav-admin:not([hidden])")
 
     # Hospitals and departments
@@ -301,7 +279,7 @@ async def test_an_administrator_manages_hospitals_people_codes_devices_and_the_k
     status, _, _ = await live.request("GET", "/console/api/v1/me", headers={"Cookie": f"{COOKIE}={session_id}"})
     assert status == 401
 
-    assert _unexpected(page.problems, "/console/api/v1/admin/users") == []
+    assert unexpected_problems(page.problems, "/console/api/v1/admin/users") == []
 
 
 async def test_the_page_is_served_with_a_strict_policy_and_only_its_own_files(serve, settings_for, tmp_path):
@@ -335,14 +313,8 @@ async def test_an_agent_uses_a_canned_reply_teaches_the_robot_and_resolves_close
                                               description="呼吸机一开机就报E-05", reporter=world["nurse"],
                                               reporter_openid="oNurse")
     await Ticket.filter(id=ticket.id).update(robot_answer="请检查氧气管路连接", robot_confidence=0.62)
-    context = await browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
-    page = await context.new_page()
-    _watch(page)
+    context, page = await signed_in_page(browser, live.url(f"/console/#/tickets/{ticket.number}"), "li.kefu", PASSWORD)
     page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
-    await page.goto(live.url(f"/console/#/tickets/{ticket.number}"))
-    await page.fill("#login-username", "li.kefu")
-    await page.fill("#login-password", PASSWORD)
-    await page.click("#login-submit")
     await page.wait_for_selector("#robot-confidence")
     assert await page.inner_text("#robot-confidence") == "62%"
     assert "请检查氧气管路连接" in await page.inner_text(".robot-panel")
@@ -382,4 +354,4 @@ async def test_an_agent_uses_a_canned_reply_teaches_the_robot_and_resolves_close
     assert (await Ticket.get(id=ticket.id)).state == "reopened"
     assert "远程指导护士重新连接管路后恢复" in await page.inner_text("#audit-trail")
     await page.screenshot(path=str(tmp_path / "console-reopened.png"))
-    assert _unexpected(page.problems) == []
+    assert unexpected_problems(page.problems) == []

@@ -9,8 +9,8 @@ import asyncio
 import pytest
 
 from care.consultation_models import Consultation, ConsultationMessage
+from tests.console_support import signed_in_page, unexpected_problems
 from tests.consultation_support import CALLBACK_SECRET, make_site, ws_url
-from tests.test_browser_console import _unexpected, _watch
 from tests.test_consultations import next_frame
 
 
@@ -28,13 +28,7 @@ async def test_doctor_page_chats_with_a_kiosk(serve, settings_for, database_url,
         assert status == 200
         _, view = await site.kiosk_call("GET", f"/kiosk/v1/consultations/{asked['id']}", session)
 
-        context = await browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
-        page = await context.new_page()
-        _watch(page)
-        await page.goto(site.live.url("/console/doctor"))
-        await page.fill("#login-username", "dr.li")
-        await page.fill("#login-password", "doctor-password-1")
-        await page.click("#login-submit")
+        context, page = await signed_in_page(browser, site.live.url("/console/doctor"), "dr.li", "doctor-password-1")
         row = page.locator(f"[data-consultation='{asked['id']}']")
         await row.get_by_text("王芳").wait_for()
         await row.get_by_role("button", name="进入诊室").click()
@@ -65,7 +59,7 @@ async def test_doctor_page_chats_with_a_kiosk(serve, settings_for, database_url,
         assert [m.sender for m in await ConsultationMessage.filter(consultation_id=c.id).order_by("id")] == [
             "patient", "doctor"]
         await asyncio.sleep(0)  # let the page's last requests settle into the problem list
-        assert _unexpected(page.problems) == []
+        assert unexpected_problems(page.problems) == []
         await context.close()
     finally:
         await site.his.stop()

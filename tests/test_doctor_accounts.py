@@ -15,7 +15,7 @@ import pytest
 from care.consultation_models import DoctorAccount
 from care.models import Practitioner
 from core.models import AuditEntry, User
-from tests.console_support import console_login, make_console_user
+from tests.console_support import console_login, make_console_user, signed_in_page, unexpected_problems
 
 PROJECT = Path(__file__).resolve().parent.parent
 ADMIN = "/console/api/v1/admin"
@@ -242,7 +242,6 @@ async def test_a_link_from_the_command_line_ends_the_open_console_session(serve,
 # -- the admin screen -------------------------------------------------------------------------------------------------
 async def test_the_admin_screen_makes_a_doctor_with_the_practitioner_picker(serve, settings_for, database_url,
                                                                             browser):
-    from tests.test_browser_console import _unexpected, _watch
 
     live = await serve(settings_for(database_url))
     found = await _practitioners()
@@ -250,13 +249,7 @@ async def test_the_admin_screen_makes_a_doctor_with_the_practitioner_picker(serv
     taken = await make_console_user("doctor", "dr.zhou", PASSWORD)
     await DoctorAccount.create(user=taken, practitioner=found["zhou"])
 
-    context = await browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
-    page = await context.new_page()
-    _watch(page)
-    await page.goto(live.url("/console/"))
-    await page.fill("#login-username", "root.admin")
-    await page.fill("#login-password", PASSWORD)
-    await page.click("#login-submit")
+    context, page = await signed_in_page(browser, live.url("/console/"), "root.admin", PASSWORD)
     await page.wait_for_selector("#nav-admin:not([hidden])")
     await page.click('[data-nav="admin/users"]')
 
@@ -292,4 +285,4 @@ async def test_the_admin_screen_makes_a_doctor_with_the_practitioner_picker(serv
     await edit.locator("button[type=submit]").click()
     await page.locator(f'tr[data-id="{user.id}"] .badge-role-agent').wait_for()
     assert not await DoctorAccount.filter(user_id=user.id).exists()
-    assert _unexpected(page.problems) == []
+    assert unexpected_problems(page.problems) == []

@@ -10,8 +10,8 @@ from core.models import Hospital
 from monitoring import ingest, rules
 from monitoring.ingest import ReadingIn
 from repair.models import Device
-from tests.console_support import make_console_user
-from tests.test_browser_console import PASSWORD, _canvas_ink, _unexpected, _watch
+from tests.console_support import make_console_user, signed_in_page, unexpected_problems
+from tests.test_browser_console import PASSWORD, _canvas_ink
 
 HOSTILE = '呼吸机<img src=x onerror="document.title=\'pwned\'">'
 
@@ -31,13 +31,7 @@ async def test_an_agent_follows_an_alert_to_the_device_health_view(serve, settin
     await ingest.remember_latest(live.app.ctx.redis, [*history, hot])
     [alert] = await rules.evaluate([hot], redis=live.app.ctx.redis, events=live.app.ctx.events)
 
-    desk = await browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
-    page = await desk.new_page()
-    _watch(page)
-    await page.goto(live.url("/console/"))
-    await page.fill("#login-username", "li.kefu")
-    await page.fill("#login-password", PASSWORD)
-    await page.click("#login-submit")
+    _, page = await signed_in_page(browser, live.url("/console/"), "li.kefu", PASSWORD)
     await page.wait_for_selector("#app-view:not([hidden])")
 
     await page.click('[data-nav="alerts"]')
@@ -54,4 +48,4 @@ async def test_an_agent_follows_an_alert_to_the_device_health_view(serve, settin
     await page.wait_for_selector('.chart-card[data-metric="temperature"] canvas')
     assert await _canvas_ink(page, '.chart-card[data-metric="temperature"] canvas', tmp_path / "health.png") > 200
     assert await page.title() == "设备服务工作台"
-    assert _unexpected(page.problems) == []
+    assert unexpected_problems(page.problems) == []
