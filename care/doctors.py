@@ -210,6 +210,16 @@ async def get_doctor(practitioner_id: Any) -> Practitioner:
     return doctor
 
 
+async def search_practitioners(text: str, *, limit: int = 20) -> list[Practitioner]:
+    """Active practitioners whose name, department or HIS id holds ``text`` (all when empty), by name; each with
+    the console account already linked to it fetched (``account__user``), for the admin screen's doctor picker."""
+    q = " ".join((text or "").split())[:64]
+    query = Practitioner.filter(active=True)
+    if q:
+        query = query.filter(Q(name__icontains=q) | Q(department__icontains=q) | Q(his_id__icontains=q))
+    return await query.order_by("name", "id").limit(limit).prefetch_related("account__user")
+
+
 # -- from the HIS ----------------------------------------------------------------------------------------------------
 SLOT_STATUS = {"free": "free", "busy": "booked", "busy-unavailable": "booked", "busy-tentative": "booked"}
 

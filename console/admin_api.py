@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 from sanic_ext.extensions.openapi import openapi
-from tortoise.expressions import Q
 
+from care import doctors
 from care.consultations import link_doctor
 from care.models import Practitioner
 from console.auth import console_user, end_user_sessions, hash_password
@@ -227,11 +227,7 @@ def _linked_to(p: Practitioner) -> dict | None:
                             "at most 20), each with the account already linked to it", tag=TAG)
 async def list_practitioners(request: Request) -> HTTPResponse:
     await _admin(request)
-    q = " ".join((request.args.get("q") or "").split())[:64]
-    query = Practitioner.filter(active=True)
-    if q:
-        query = query.filter(Q(name__icontains=q) | Q(department__icontains=q) | Q(his_id__icontains=q))
-    found = await query.order_by("name", "id").limit(PRACTITIONER_CHOICES).prefetch_related("account__user")
+    found = await doctors.search_practitioners(request.args.get("q") or "", limit=PRACTITIONER_CHOICES)
     return json({"items": [{**practitioner_out(p), "linked_to": _linked_to(p)} for p in found]})
 
 
