@@ -19,16 +19,17 @@ twice sends once.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F, Q
+from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from care.consultation_models import Consultation, ConsultationNotice, SubscribeCredit
 from care.kiosk_models import PatientBinding
+from core import delivery
 from core.errors import AppError, BadRequest, UpstreamError, WeChatAPIError
 from core.events import Event
 from core.models import User
@@ -38,7 +39,6 @@ from integrations.wechat import fit_subscribe_data
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3  # sends of one notice before a passing failure is kept as failed (as repair.messaging)
-SEND_LEASE = timedelta(seconds=60)  # longer than a send may take (token fetch and call, with their timeouts)
 MAX_RESULTS = 20  # templates in one consent report; wx.requestSubscribeMessage asks for at most 3 at a time
 # errcodes after which sending again cannot help: no subscription, data refused, openid or template unknown.
 FINAL_ERRCODES = frozenset({40003, 40037, 43101, 47003})
@@ -160,13 +160,9 @@ class ConsultationNotifier:
     async def _send(self, c: Consultation, notice: ConsultationNotice) -> bool:
         """True when settled (sent or failed for good); False when it should be tried again.
 
-        Each attempt is claimed first (a conditional UPDATE taking a ``SEND_LEASE`` on the row): of two deliveries
-        of the event at once, one sends; the other finds it taken and asks the bus to come back, by when it is
-        settled. A lease left by a worker that died mid-send runs out, and the next delivery sends."""
-        now = datetime.now(timezone.utc)
-        claimed = await ConsultationNotice.filter(
-            Q(sending_until__isnull=True) | Q(sending_until__lt=now), id=notice.id, status="pending").update(
-            attempts=F("attempts") + 1, sending_until=now + SEND_LEASE)
+        Each attempt is claimed first (``core.delivery.claim``: a lease on the row): of two deliveries of the event
+        at once, one sends; the other finds it taken and asks the bus to come back, by when it is settled."""
+        claimed = await delivery.claim(ConsultationNotice, notice.id)
         notice = await ConsultationNotice.get(id=notice.id)
         if not claimed:
             return notice.status != "pending"

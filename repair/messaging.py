@@ -3,6 +3,7 @@
 A listener of ``ticket.opened`` / ``ticket.state_changed`` (one worker per event). Each message owed is a
 ``Notification`` row first, so a failure to send never loses the transition: a passing failure (network, WeChat
 busy) is retried by the event bus, a final one (user unfollowed, bad template) is kept as ``failed`` with the reason.
+Each send is claimed on its row first (``core.delivery``), so an event delivered twice at once sends once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from zoneinfo import ZoneInfo
 from datetime import datetime, timezone
 
+from core import delivery
 from core.errors import AppError, UpstreamError
 from core.events import Event, EventBus
 from core.models import User
@@ -107,18 +109,24 @@ class TicketNotifier:
             note.status, note.last_error = "failed", "未配置工单模板消息（WECHAT_TEMPLATE_TICKET）"
             await note.save()
             return True
-        note.attempts += 1
+        # Claimed first: of two deliveries of one event at once, one sends (core.delivery).
+        claimed = await delivery.claim(Notification, note.id)
+        await note.refresh_from_db()
+        if not claimed:
+            return note.status != "pending"  # the other delivery settles it; the bus comes back if it did not
         try:
             note.wechat_msgid = await self.wechat.send_template(
                 note.openid, template_id, self._data(ticket, transition, note.role),
                 url=ticket_link(self.settings, ticket.number, note.role))
             note.status, note.sent_at, note.last_error = "sent", datetime.now(timezone.utc), ""
+            note.sending_until = None
             await note.save()
             return True
         except AppError as exc:
             passing = isinstance(exc, UpstreamError) and exc.status >= 500 and note.attempts < MAX_ATTEMPTS
             note.status = "pending" if passing else "failed"
             note.last_error = f"{exc.code}: {exc.message}"[:500]
+            note.sending_until = None
             await note.save()
             log.warning("template message for %s to %s %s: %s", ticket.number, note.role,
                         "will be retried" if passing else "failed", exc.message)

@@ -191,6 +191,7 @@ class Notification(Model):
     wechat_msgid = fields.BigIntField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     sent_at = fields.DatetimeField(null=True)
+    sending_until = fields.DatetimeField(null=True)  # a send in flight holds the row until then (core.delivery)
 
     class Meta:
         table = "notification"

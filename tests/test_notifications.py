@@ -102,3 +102,27 @@ async def test_a_failed_send_is_kept_and_retried_without_losing_the_transition(d
         assert [m["touser"] for m in standin.template_messages] == ["oNurse"]
         await notifier.on_ticket(opened)  # a late duplicate delivery sends nothing twice
         assert [m["touser"] for m in standin.template_messages] == ["oNurse"]
+
+
+async def test_one_event_delivered_twice_at_once_sends_each_message_once(db, standin, redis_client, tmp_path):
+    """The bus hands an event whose first delivery still runs to another worker: each person is told once."""
+    from core.events import EventBus
+    from core.settings import Settings
+    from integrations.wechat import WeChatClient
+
+    settings = Settings(var_dir=tmp_path, secret_key="t", wechat_app_id=APP_ID, wechat_app_secret=APP_SECRET,
+                        wechat_api_base=standin.base_url, wechat_template_ticket="TPL-TICKET")
+    events = EventBus(redis_client)
+    hospital, device, p = await _people()
+    async with WeChatClient(settings, redis_client) as wechat:
+        notifier = TicketNotifier(settings, wechat)
+        ticket, _ = await tickets.open_ticket(TicketRequest(hospital=hospital, device=device, description="报警",
+                                                            reporter=p["nurse"]), events=events)
+        opened = (await events.read_after("0-0"))[0]
+        outcomes = await asyncio.gather(*(notifier.on_ticket(opened) for _ in range(3)), return_exceptions=True)
+        # A delivery that found a send taken asks the bus to come back; by then it is settled.
+        assert all(o is None or isinstance(o, Exception) for o in outcomes)
+        await notifier.on_ticket(opened)
+    assert sorted(m["touser"] for m in standin.template_messages) == ["oNurse", "oOwner"]
+    rows = {n.openid: (n.status, n.attempts, n.sending_until) for n in await Notification.filter(ticket=ticket)}
+    assert rows == {"oNurse": ("sent", 1, None), "oOwner": ("sent", 1, None)}
