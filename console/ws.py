@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 bp = Blueprint("console_ws", url_prefix="/console")
 
 TICKET_EVENTS = ("ticket.opened", "ticket.state_changed", "ticket.handed_off", "ticket.assigned", "ticket.message")
+# What the live queue carries: ticket events, and IoT early warnings (``device.alert``: hospital-scoped like tickets;
+# an engineer sees one when its preventive ticket is theirs).
+LIVE_EVENTS = (*TICKET_EVENTS, "device.alert")
 MAX_BEHIND = 500  # frames waiting for one socket before it is dropped
 PING_EVERY = 25.0  # seconds
 REPLAY_PAGE = 500
@@ -87,12 +90,12 @@ class _Socket:
 
 
 class LiveQueue:
-    """This worker's console sockets, fed by an every-worker listener on the ticket events."""
+    """This worker's console sockets, fed by an every-worker listener on the live events."""
 
     def __init__(self, events: EventBus):
         self.events = events
         self.sockets: set[_Socket] = set()
-        events.on(*TICKET_EVENTS)(self.dispatch)
+        events.on(*LIVE_EVENTS)(self.dispatch)
 
     async def dispatch(self, event: Event) -> None:
         if not self.sockets:
@@ -110,7 +113,7 @@ class LiveQueue:
             sock.offer((key, frame))
 
     async def visible(self, sock: _Socket, event: Event) -> bool:
-        if event.name not in TICKET_EVENTS:
+        if event.name not in LIVE_EVENTS:
             return False
         if sock.engineer:
             return await _engineer_of(event) == sock.user.id

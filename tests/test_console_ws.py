@@ -64,6 +64,28 @@ async def test_an_agent_sees_tickets_of_their_hospitals_live(world):
         assert (await next_frame(ws))["data"]["number"] == fourth.number
 
 
+async def test_device_alerts_reach_the_agents_of_that_hospital_live(world):
+    live = world["live"]
+    events = live.app.ctx.events
+    client = await console_login(live, "liqing", "agent-pass")
+    async with client.websocket() as ws:
+        await next_frame(ws)  # hello
+        await events.publish("device.alert", {"alert_id": 1, "device_id": world["pump"].id,
+                                              "hospital_id": world["other"].id, "severity": "high",
+                                              "text": "输液泵电机电流偏高"})
+        await events.publish("device.alert", {"alert_id": 2, "device_id": world["vent"].id,
+                                              "hospital_id": world["first"].id, "severity": "critical",
+                                              "text": "呼吸机涡轮温度 49 ℃，高于 45 ℃"})
+        frame = await next_frame(ws)  # the other hospital's alert was not sent
+        assert (frame["event"], frame["data"]["alert_id"]) == ("device.alert", 2)
+        assert frame["data"]["text"] == "呼吸机涡轮温度 49 ℃，高于 45 ℃"
+    # A reconnect replays it too.
+    async with client.websocket(after="0-0") as ws:
+        await next_frame(ws)
+        replayed = await next_frame(ws)
+        assert (replayed["event"], replayed["data"]["alert_id"]) == ("device.alert", 2)
+
+
 async def test_a_reconnect_replays_what_was_missed(world):
     live = world["live"]
     client = await console_login(live, "liqing", "agent-pass")

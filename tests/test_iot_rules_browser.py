@@ -41,11 +41,21 @@ async def test_an_agent_follows_an_alert_to_the_device_health_view(serve, settin
     assert "呼吸机温度过高" in text and "49" in text and HOSTILE in text
     assert await page.locator(f"{row} img").count() == 0
 
+    # A new alert while the list is open appears on it, pushed over the live queue.
+    other = await Device.create(hospital=hospital, system_number="V-02", nameplate_id="SN2", name="二号呼吸机",
+                                device_type="ventilator")
+    readings = [ReadingIn(other.id, r.metric, r.at_ms, r.value) for r in (*history, hot)]
+    await ingest.store(readings)
+    await ingest.remember_latest(live.app.ctx.redis, readings)
+    [second] = await rules.evaluate([readings[-1]], redis=live.app.ctx.redis, events=live.app.ctx.events)
+    await page.wait_for_selector(f'#alerts-table tr[data-alert="{second.id}"]')
+    assert "二号呼吸机" in await page.inner_text(f'#alerts-table tr[data-alert="{second.id}"]')
+
     await page.click(f"{row} a[href^='#/devices/']")
     await page.wait_for_selector("#device-risk")
     assert "风险" in await page.inner_text("#device-risk") and "49" in await page.inner_text("#device-risk")
     assert "呼吸机温度过高" in await page.inner_text("#device-alerts")
     await page.wait_for_selector('.chart-card[data-metric="temperature"] canvas')
     assert await _canvas_ink(page, '.chart-card[data-metric="temperature"] canvas', tmp_path / "health.png") > 200
-    assert await page.title() == "设备服务工作台"
+    assert await page.title() == "(1) 设备服务工作台"  # the second alert's preventive ticket, not yet read
     assert unexpected_problems(page.problems) == []

@@ -3,7 +3,7 @@
 
 import { api } from './api.js';
 import { empty, facts, fmtAgo, fmtNumber, fmtTime, h, replace, select } from './dom.js';
-import { STATE_LABELS } from './live.js';
+import { STATE_LABELS, onLiveEvent } from './live.js';
 
 const BAND_CLASS = { high: 'risk-high', medium: 'risk-medium', low: 'risk-low' };
 const METRIC_LABELS = {
@@ -12,6 +12,18 @@ const METRIC_LABELS = {
 };
 let charts = [];
 let alive = false;
+let listing = null; // {container, state} of the alerts list on screen: it follows alerts pushed over the live queue
+let following = false;
+
+function follow() {
+  if (following) return; // one listener for the page's life: a listener added while events are handed out would get them too
+  following = true;
+  onLiveEvent((frame) => {
+    if (frame.event !== 'device.alert' || !alive || !listing) return;
+    const { container, state } = listing;
+    setTimeout(() => { if (alive && listing && listing.container === container) list(container, state); }, 0);
+  });
+}
 
 export function title(id) { return id ? '设备健康' : '设备预警'; }
 
@@ -24,6 +36,7 @@ export function leave() {
   alive = false;
   charts.forEach((c) => c.destroy());
   charts = [];
+  listing = null;
 }
 
 function risk(score, band) {
@@ -36,6 +49,8 @@ function ticketLink(ticket) {
 }
 
 async function list(container, state) {
+  listing = { container, state };
+  follow();
   const filter = select([['open', '未处理'], ['closed', '已关闭'], ['all', '全部']], { class: 'input', value: state, attrs: { 'aria-label': '预警状态' } });
   filter.addEventListener('change', () => list(container, filter.value));
   const body = h('div', null, empty('正在加载…'));
@@ -57,6 +72,7 @@ async function list(container, state) {
 }
 
 async function device(container, id, hours) {
+  listing = null;
   const range = select([[6, '近 6 小时'], [24, '近 24 小时'], [168, '近 7 天'], [720, '近 30 天']], { class: 'input', value: hours, attrs: { 'aria-label': '时间范围' } });
   range.addEventListener('change', () => device(container, id, Number(range.value)));
   const body = h('div', null, empty('正在加载…'));

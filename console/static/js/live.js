@@ -13,8 +13,9 @@ export const STATE_LABELS = {
 };
 const EVENT_LABELS = {
   'ticket.opened': '新工单', 'ticket.handed_off': '转人工', 'ticket.assigned': '已派工',
-  'ticket.state_changed': '状态变更', 'ticket.message': '新消息',
+  'ticket.state_changed': '状态变更', 'ticket.message': '新消息', 'device.alert': '设备预警',
 };
+const URGENT_ALERTS = ['high', 'critical'];
 
 const listeners = new Set();
 const statusListeners = new Set();
@@ -105,21 +106,25 @@ export async function askNotificationPermission() {
 function desktopNotice(frame) {
   if (notificationState() !== 'granted' || (document.visibilityState === 'visible' && document.hasFocus())) return;
   const data = frame.data || {};
-  const title = `${EVENT_LABELS[frame.event] || '工单更新'} ${data.number || ''}`.trim();
+  const alert = frame.event === 'device.alert';
+  const title = `${EVENT_LABELS[frame.event] || '工单更新'} ${alert ? '' : data.number || ''}`.trim();
+  const body = alert ? (data.text || '点击查看设备预警') : '点击查看工单';
+  const target = alert ? '#/alerts' : (data.number ? `#/tickets/${encodeURIComponent(data.number)}` : '');
   try {
-    const notice = new Notification(title, { body: '点击查看工单', tag: `ticket-${data.number}`, lang: 'zh-CN' });
-    notice.onclick = () => { window.focus(); if (data.number) location.hash = `#/tickets/${encodeURIComponent(data.number)}`; notice.close(); };
+    const notice = new Notification(title, { body, tag: alert ? `alert-${data.alert_id}` : `ticket-${data.number}`, lang: 'zh-CN' });
+    notice.onclick = () => { window.focus(); if (target) location.hash = target; notice.close(); };
   } catch (err) { /* some platforms allow notifications only from a service worker: the beep remains */ }
 }
 
 function wantsAttention(frame) {
   if (frame.event === 'ticket.opened' || frame.event === 'ticket.handed_off') return true;
+  if (frame.event === 'device.alert') return URGENT_ALERTS.includes((frame.data || {}).severity);
   if (frame.event === 'ticket.message') return (frame.data || {}).author_role === 'reporter';
   return frame.event === 'ticket.state_changed' && ['reopened', 'done'].includes((frame.data || {}).state);
 }
 
 // -- the connection -------------------------------------------------------------------------------------------------
-/** fn(frame) for every ticket event, live or replayed. */
+/** fn(frame) for every live event (tickets, device alerts), live or replayed. */
 export function onLiveEvent(fn) { listeners.add(fn); return () => listeners.delete(fn); }
 /** fn({connected, text}) when the connection or the unread counts change. */
 export function onLiveStatus(fn) { statusListeners.add(fn); fn(status()); return () => statusListeners.delete(fn); }
@@ -159,7 +164,8 @@ function handle(frame) {
     saveUnread();
   }
   if (wantsAttention(frame)) { beep(); desktopNotice(frame); }
-  listeners.forEach((fn) => { try { fn(frame); } catch (err) { console.warn('live listener failed', err); } });
+  // A copy: a listener that re-renders may subscribe anew, and the new one must not get this frame as well.
+  [...listeners].forEach((fn) => { try { fn(frame); } catch (err) { console.warn('live listener failed', err); } });
   notifyStatus();
 }
 
