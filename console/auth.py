@@ -36,6 +36,7 @@ _SESSION = "console:session:{}"
 _USER_SESSIONS = "console:user-sessions:{}"  # the session ids of one user, to end them all
 _FAILURES = "console:login-failures:{}"
 _LOCKED = "console:login-locked:{}"
+_IP_FAILURES = "console:login-ip-failures:{}"
 
 _hasher = PasswordHasher()
 # Verified when the username is unknown, so that an unknown name costs as much time as a wrong password.
@@ -210,6 +211,23 @@ async def _count_failure(redis: Redis, settings: Settings, username: str) -> int
     return 0
 
 
+async def _ip_blocked_seconds(redis: Redis, settings: Settings, ip: str) -> int:
+    """Seconds this address must wait: it gave too many wrong passwords, for whichever usernames."""
+    key = _IP_FAILURES.format(ip)
+    failures = await redis.get(key)
+    if failures is None or int(failures) < settings.console_ip_lockout_failures:
+        return 0
+    return max(int(await redis.ttl(key)), 1)
+
+
+async def _count_ip_failure(redis: Redis, settings: Settings, ip: str) -> None:
+    key = _IP_FAILURES.format(ip)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, settings.console_lockout_seconds, nx=True)
+        await pipe.execute()
+
+
 async def _audit_login(action: str, username: str, user: User | None, ip: str, reason: str = "") -> None:
     changes = {"ip": ip, **({"reason": reason} if reason else {})}
     await audit.record(action, "console_login", username[:64], actor=user if user and not reason else None,
@@ -218,7 +236,15 @@ async def _audit_login(action: str, username: str, user: User | None, ip: str, r
 
 async def login(redis: Redis, settings: Settings, username: str, password: str, ip: str) -> tuple[User, str, str]:
     """Check the password: (user, session id, CSRF token). Wrong → 401 ``bad_credentials``; too many wrong in a
-    row → 429 ``locked``; every refusal is logged and audited."""
+    row for the username → 429 ``locked``, from the address (any usernames) → 429 ``too_many_attempts``; every
+    refusal is logged and audited."""
+    blocked = await _ip_blocked_seconds(redis, settings, ip)
+    if blocked:
+        log.warning("console login refused for %r from %s: too many failures from that address", username, ip)
+        await _audit_login("console.login_failed", username, None, ip, "address_blocked")
+        minutes = max(1, -(-blocked // 60))
+        raise TooManyRequests(f"登录失败次数过多，请 {minutes} 分钟后再试", code="too_many_attempts",
+                              headers={"Retry-After": str(blocked)})
     locked = await _locked_seconds(redis, username)
     if locked:
         log.warning("console login refused for %r from %s: locked", username, ip)
@@ -227,6 +253,7 @@ async def login(redis: Redis, settings: Settings, username: str, password: str, 
     user = await User.get_or_none(username=username)
     ok = await asyncio.to_thread(verify_password, user.password_hash if user else None, password)
     if not ok:
+        await _count_ip_failure(redis, settings, ip)
         locked = await _count_failure(redis, settings, username)
         log.warning("console login failed for %r from %s%s", username, ip, " (now locked)" if locked else "")
         await _audit_login("console.login_failed", username, user, ip, "bad_credentials")

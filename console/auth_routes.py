@@ -25,7 +25,7 @@ class LoginBody(BaseModel):
 @openapi.definition(summary="Log in to the console", tag=TAG,
                     description="Sets the HttpOnly session cookie; the answer's `csrf` goes in the X-CSRF-Token "
                                 "header of every later POST/PUT/DELETE. Wrong password: 401 bad_credentials; "
-                                "too many in a row: 429 locked.")
+                                "too many in a row: 429 locked; too many from one address: 429 too_many_attempts.")
 async def login(request: Request) -> HTTPResponse:
     body = parse(request, LoginBody)
     app = request.app

@@ -96,6 +96,9 @@ class Settings:
     console_session_ttl: int = 8 * 3600  # seconds of inactivity before the console asks for the password again
     console_lockout_failures: int = 5  # wrong passwords for one username within console_lockout_seconds → locked
     console_lockout_seconds: int = 15 * 60
+    # Wrong passwords from one address (any usernames) within console_lockout_seconds before it must wait: stops a
+    # guess of one password across many accounts. A hospital's NAT puts many people on one address: keep it high.
+    console_ip_lockout_failures: int = 30
     # Kiosks: how long a face login's session lasts from its start (seconds)
     kiosk_session_ttl: int = 15 * 60
     # Health advice rule table (JSON, care.advice); empty = the shipped care/data/advice_rules.json. Checked at start;

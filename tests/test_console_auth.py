@@ -78,6 +78,19 @@ async def test_five_wrong_passwords_lock_the_username(console):
     await console_login(live, "wangfang", "another-pass")
 
 
+async def test_many_wrong_passwords_from_one_address_make_it_wait(serve, settings_for, database_url):
+    """One password tried across many usernames: the address is stopped, whichever name comes next."""
+    live = await serve(settings_for(database_url, console_ip_lockout_failures=3))
+    await make_console_user("agent", "liqing", "correct-horse", name="李青")
+    for name in ("zhangsan", "lisi", "wangwu"):
+        assert (await _post_login(live, name, "123456"))[0] == 401
+    status, headers, body = await _post_login(live, "liqing", "correct-horse")
+    assert status == 429 and body["error"]["code"] == "too_many_attempts" and "分钟后再试" in body["error"]["message"]
+    assert 0 < int(headers["Retry-After"]) <= 15 * 60
+    reasons = [e.changes["reason"] for e in await AuditEntry.filter(action="console.login_failed").order_by("id")]
+    assert reasons == ["bad_credentials"] * 3 + ["address_blocked"]
+
+
 async def test_a_successful_login_starts_the_count_again(console):
     live = console["live"]
     for _ in range(4):
