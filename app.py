@@ -35,6 +35,10 @@ def create_app(settings: Settings | None = None) -> Sanic:
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.OAS_UI_DEFAULT = "swagger"
     app.config.OAS_URL_PREFIX = "/docs"
+    # The docs page loads Swagger UI from this server, not a CDN: a hospital network may have no internet.
+    app.config.OAS_UI_SWAGGER_CDN_URL = SWAGGER_ASSETS
+    app.config.OAS_UI_SWAGGER_VERSION = SWAGGER_VERSION
+    app.config.OAS_UI_REDOC = False  # its page would load from a CDN too
     app.config.API_TITLE = "medwx"
     app.ctx.settings = settings
     app.config.HTTP_AUTO_OPTIONS = False
@@ -46,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
     _install_error_handler(app)
     _install_lifecycle(app, settings)
     _install_health(app)
+    _install_docs_assets(app)
 
     from bot import bp as bot_bp
     from console import blueprints as console_blueprints
@@ -259,6 +264,27 @@ async def _sync_his_schedules(his, redis, every: float) -> None:
         except Exception:  # noqa: BLE001 - try again next round
             log.exception("reading doctors' schedules from the HIS failed")
         await asyncio.sleep(every)
+
+
+SWAGGER_ASSETS = "/docs/ui"
+SWAGGER_VERSION = "4.15.5"  # the one swagger-ui-bundle 1.1.0 carries
+# The names sanic-ext's page asks for → the files swagger-ui-bundle ships.
+_SWAGGER_FILES = {"swagger-ui.min.css": "swagger-ui.css", "swagger-ui-bundle.min.js": "swagger-ui-bundle.js",
+                  "swagger-ui-standalone-preset.min.js": "swagger-ui-standalone-preset.js"}
+
+
+def _install_docs_assets(app: Sanic) -> None:
+    from sanic.response import file
+
+    @app.get(f"{SWAGGER_ASSETS}/<version:str>/<name:str>", name="docs_asset")
+    async def docs_asset(request: Request, version: str, name: str):
+        """Swagger UI's script and style for /docs, from the installed package (three known names only)."""
+        from swagger_ui_bundle import swagger_ui_path
+
+        if version != SWAGGER_VERSION or name not in _SWAGGER_FILES:
+            raise errors.NotFound("未找到该文件", code="not_found")
+        return await file(str(swagger_ui_path / _SWAGGER_FILES[name]),
+                          headers={"Cache-Control": "public, max-age=86400"})
 
 
 def _install_health(app: Sanic) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 
 async def test_health_answers_on_each_database_and_redis(serve, settings_for, database_url, redis_url):
@@ -33,3 +34,12 @@ async def test_api_docs_are_served(serve, settings_for, tmp_path):
     assert status == 200 and "/wechat/callback" in json.loads(body)["paths"]
     status, _, page = await live.request("GET", "/docs")
     assert status == 200 and "<html" in page.lower()
+    # Everything the page loads comes from this server (a hospital network may have no internet).
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert assets and all(a.startswith("/docs/ui/") for a in assets), assets
+    for asset in assets:
+        status, headers, body = await live.request("GET", asset)
+        assert status == 200 and len(body) > 10_000, asset
+        assert headers["Content-Type"].split(";")[0] in ("text/css", "text/javascript", "application/javascript")
+    status, _, body = await live.request("GET", "/docs/ui/4.15.5/..%2Fapp.py")
+    assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
