@@ -75,7 +75,9 @@ async def test_each_transition_reaches_the_people_it_concerns(live, standin):
     assert await Notification.filter(ticket=ticket, status="sent").count() == 9
 
 
-async def test_a_failed_send_is_kept_and_retried_without_losing_the_transition(db, standin, redis_client, tmp_path):
+@pytest.fixture
+async def just_opened(db, standin, redis_client, tmp_path):
+    """(notifier, ticket, its ``ticket.opened`` event): the listener called as the event bus calls it."""
     from core.events import EventBus
     from core.settings import Settings
     from integrations.wechat import WeChatClient
@@ -85,44 +87,35 @@ async def test_a_failed_send_is_kept_and_retried_without_losing_the_transition(d
     events = EventBus(redis_client)
     hospital, device, p = await _people()
     async with WeChatClient(settings, redis_client) as wechat:
-        notifier = TicketNotifier(settings, wechat)
         ticket, _ = await tickets.open_ticket(TicketRequest(hospital=hospital, device=device, description="报警",
                                                             reporter=p["nurse"]), events=events)
-        opened = (await events.read_after("0-0"))[0]
-        standin.fail_next("/cgi-bin/message/template/send", -1, "system error")  # WeChat busy: try again
-        standin.fail_next("/cgi-bin/message/template/send", 43004, "require subscribe")  # unfollowed: final
-        with pytest.raises(Exception):
-            await notifier.on_ticket(opened)
-        assert (await tickets.get_ticket(ticket.number)).state == "new"  # the ticket is untouched
-        rows = {n.openid: (n.status, n.attempts) for n in await Notification.filter(ticket=ticket)}
-        assert rows == {"oNurse": ("pending", 1), "oOwner": ("failed", 1)}
-        await notifier.on_ticket(opened)  # the bus's redelivery
-        rows = {n.openid: (n.status, n.attempts) for n in await Notification.filter(ticket=ticket)}
-        assert rows == {"oNurse": ("sent", 2), "oOwner": ("failed", 1)}
-        assert [m["touser"] for m in standin.template_messages] == ["oNurse"]
-        await notifier.on_ticket(opened)  # a late duplicate delivery sends nothing twice
-        assert [m["touser"] for m in standin.template_messages] == ["oNurse"]
+        yield TicketNotifier(settings, wechat), ticket, (await events.read_after("0-0"))[0]
 
 
-async def test_one_event_delivered_twice_at_once_sends_each_message_once(db, standin, redis_client, tmp_path):
-    """The bus hands an event whose first delivery still runs to another worker: each person is told once."""
-    from core.events import EventBus
-    from core.settings import Settings
-    from integrations.wechat import WeChatClient
-
-    settings = Settings(var_dir=tmp_path, secret_key="t", wechat_app_id=APP_ID, wechat_app_secret=APP_SECRET,
-                        wechat_api_base=standin.base_url, wechat_template_ticket="TPL-TICKET")
-    events = EventBus(redis_client)
-    hospital, device, p = await _people()
-    async with WeChatClient(settings, redis_client) as wechat:
-        notifier = TicketNotifier(settings, wechat)
-        ticket, _ = await tickets.open_ticket(TicketRequest(hospital=hospital, device=device, description="报警",
-                                                            reporter=p["nurse"]), events=events)
-        opened = (await events.read_after("0-0"))[0]
-        outcomes = await asyncio.gather(*(notifier.on_ticket(opened) for _ in range(3)), return_exceptions=True)
-        # A delivery that found a send taken asks the bus to come back; by then it is settled.
-        assert all(o is None or isinstance(o, Exception) for o in outcomes)
+async def test_a_failed_send_is_kept_and_retried_without_losing_the_transition(just_opened, standin):
+    notifier, ticket, opened = just_opened
+    standin.fail_next("/cgi-bin/message/template/send", -1, "system error")  # WeChat busy: try again
+    standin.fail_next("/cgi-bin/message/template/send", 43004, "require subscribe")  # unfollowed: final
+    with pytest.raises(Exception):
         await notifier.on_ticket(opened)
+    assert (await tickets.get_ticket(ticket.number)).state == "new"  # the ticket is untouched
+    rows = {n.openid: (n.status, n.attempts) for n in await Notification.filter(ticket=ticket)}
+    assert rows == {"oNurse": ("pending", 1), "oOwner": ("failed", 1)}
+    await notifier.on_ticket(opened)  # the bus's redelivery
+    rows = {n.openid: (n.status, n.attempts) for n in await Notification.filter(ticket=ticket)}
+    assert rows == {"oNurse": ("sent", 2), "oOwner": ("failed", 1)}
+    assert [m["touser"] for m in standin.template_messages] == ["oNurse"]
+    await notifier.on_ticket(opened)  # a late duplicate delivery sends nothing twice
+    assert [m["touser"] for m in standin.template_messages] == ["oNurse"]
+
+
+async def test_one_event_delivered_twice_at_once_sends_each_message_once(just_opened, standin):
+    """The bus hands an event whose first delivery still runs to another worker: each person is told once."""
+    notifier, ticket, opened = just_opened
+    outcomes = await asyncio.gather(*(notifier.on_ticket(opened) for _ in range(3)), return_exceptions=True)
+    # A delivery that found a send taken asks the bus to come back; by then it is settled.
+    assert all(o is None or isinstance(o, Exception) for o in outcomes)
+    await notifier.on_ticket(opened)
     assert sorted(m["touser"] for m in standin.template_messages) == ["oNurse", "oOwner"]
     rows = {n.openid: (n.status, n.attempts, n.sending_until) for n in await Notification.filter(ticket=ticket)}
     assert rows == {"oNurse": ("sent", 1, None), "oOwner": ("sent", 1, None)}

@@ -126,7 +126,10 @@ async def test_a_new_question_instead_of_yes_or_no_is_answered_as_such(kb):
     assert (reply.kind, reply.entry_id) == ("answer", "vent-01")
 
 
-async def test_through_wechat_a_hand_off_after_a_scan_opens_a_ticket_for_an_agent(serve, settings_for, database_url):
+@pytest.fixture
+async def wechat(serve, settings_for, database_url):
+    """The served app with the shipped knowledge base and a ventilator (D0001) to scan; ``post(xml)`` sends a signed
+    callback and returns the passive reply's text."""
     live = await serve(settings_for(database_url))
     assert (await import_entries(SEED.read_bytes(), "kb_seed.json")).accepted
     robot.KB.expire()
@@ -139,6 +142,11 @@ async def test_through_wechat_a_hand_off_after_a_scan_opens_a_ticket_for_an_agen
         assert status == 200
         return xmltodict.parse(body)["xml"].get("Content", "") if body != "success" else body
 
+    return post
+
+
+async def test_through_wechat_a_hand_off_after_a_scan_opens_a_ticket_for_an_agent(wechat):
+    post = wechat
     await post(event_xml("SCAN", sender="oNurse", key="d:D0001"))
     answered = await post(text_xml("呼吸机漏气报警怎么处理", sender="oNurse"))
     assert "有帮助吗" in answered
@@ -149,25 +157,13 @@ async def test_through_wechat_a_hand_off_after_a_scan_opens_a_ticket_for_an_agen
     assert "设备服务助手" in chit
 
 
-async def test_through_wechat_no_to_the_question_asked_back_opens_a_ticket_describing_it(serve, settings_for,
-                                                                                        database_url):
-    live = await serve(settings_for(database_url))
-    assert (await import_entries(SEED.read_bytes(), "kb_seed.json")).accepted
-    robot.KB.expire()
-    hospital = await Hospital.create(name="市第一人民医院")
-    await Device.create(hospital=hospital, system_number="D0002", nameplate_id="SN-2", name="呼吸机",
-                        device_type="ventilator")
-
-    async def post(xml: str) -> str:
-        status, _, body = await live.request("POST", "/wechat/callback", params=sign("medwxtoken"), data=xml.encode())
-        assert status == 200
-        return xmltodict.parse(body)["xml"].get("Content", "")
-
-    await post(event_xml("SCAN", sender="oIcu", key="d:D0002"))
+async def test_through_wechat_no_to_the_question_asked_back_opens_a_ticket_describing_it(wechat):
+    post = wechat
+    await post(event_xml("SCAN", sender="oIcu", key="d:D0001"))
     asked = await post(text_xml("电池有股味", sender="oIcu"))
     assert asked.startswith("您是想问“呼吸机电池电量低报警”吗")
-    assert not await Ticket.exists(device__system_number="D0002")
+    assert not await Ticket.exists(device__system_number="D0001")
     handed = await post(text_xml("2", sender="oIcu"))
-    ticket = await Ticket.get(device__system_number="D0002")
+    ticket = await Ticket.get(device__system_number="D0001")
     assert ticket.description == "电池有股味" and ticket.state == "with_agent"
     assert f"工单号：{ticket.number}" in handed
