@@ -256,14 +256,17 @@ def settings_for(tmp_path):
 
 # -- WeChat's API, stood in for ---------------------------------------------------------------------------------------
 STANDIN_APP_ID, STANDIN_APP_SECRET = "wxstandinapp0001", "standin-app-secret"
+STANDIN_MP_APP_ID, STANDIN_MP_APP_SECRET = "wxstandinmini001", "standin-mini-secret"
 
 
 @pytest.fixture
 async def standin():
-    """The local WeChat API stand-in, for the public account ``STANDIN_APP_ID``; it records what it is sent."""
+    """The local WeChat API stand-in, for the public account ``STANDIN_APP_ID`` and the mini program
+    ``STANDIN_MP_APP_ID``; it records what it is sent."""
     from tests.wechat_standin import WeChatStandIn
 
-    server = WeChatStandIn(app_id=STANDIN_APP_ID, app_secret=STANDIN_APP_SECRET)
+    server = WeChatStandIn(app_id=STANDIN_APP_ID, app_secret=STANDIN_APP_SECRET, mp_app_id=STANDIN_MP_APP_ID,
+                           mp_app_secret=STANDIN_MP_APP_SECRET)
     await server.start()
     yield server
     await server.stop()

@@ -22,11 +22,12 @@ from core.events import Event
 from core.models import Hospital, User
 from core.settings import Settings
 from integrations.wechat import WeChatClient, fit_subscribe_data
+from tests.conftest import STANDIN_APP_ID, STANDIN_APP_SECRET, STANDIN_MP_APP_ID, STANDIN_MP_APP_SECRET
 from tests.consultation_support import make_site
 from tests.wechat_standin import WeChatStandIn
 
-APP_ID, APP_SECRET = "wx_notice_service", "notice-service-secret"
-MP_APP_ID, MP_APP_SECRET = "wx_notice_mini", "notice-mini-secret"
+APP_ID, APP_SECRET = STANDIN_APP_ID, STANDIN_APP_SECRET
+MP_APP_ID, MP_APP_SECRET = STANDIN_MP_APP_ID, STANDIN_MP_APP_SECRET
 TPL = "TPL-consultation-result-01"
 SEND = "/cgi-bin/message/subscribe/send"
 MP_TOKEN_KEY, OA_TOKEN_KEY = f"wx:token:{MP_APP_ID}", f"wx:token:{APP_ID}"
@@ -34,11 +35,8 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @pytest.fixture
-async def wx():
-    server = WeChatStandIn(app_id=APP_ID, app_secret=APP_SECRET, mp_app_id=MP_APP_ID, mp_app_secret=MP_APP_SECRET)
-    await server.start()
-    yield server
-    await server.stop()
+def wx(standin):
+    return standin
 
 
 def wechat_settings(wx: WeChatStandIn, **changes) -> dict:
