@@ -30,10 +30,10 @@ import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from heapq import nlargest
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 from rapidfuzz import fuzz
 
 from knowledge.text import CODE_TOKEN, bigrams, general_rarity, normalise, tokens_of_normalised
@@ -237,6 +237,9 @@ class Index:
         self._entry_tokens = entry_tokens
         self._entry_grams = entry_grams
         self._postings = postings
+        # A posting list as an array, made at its first use (making them all would cost the build a second):
+        # the candidate pass then adds a term's weight to all its entries in one step.
+        self._arrays: dict[str, np.ndarray] = {}
         self._idf = idf
         self._unknown = _UNKNOWN_WEIGHT * max(idf.values(), default=1.0)
         self._common = max(8, int(len(entries) * _COMMON))
@@ -275,9 +278,10 @@ class Index:
         for per_entry in raw_texts:
             built = []
             for norm, toks, grams in per_entry:
-                built.append(_Text(chars=norm.replace(" ", ""), words=" ".join(toks), token_set=frozenset(toks),
-                                   weight=sum(idf.get(t, 0.0) for t in set(toks)) or 1.0, gram_set=grams,
-                                   gram_weight=sum(gram_idf.get(g, 0.0) for g in grams) or 1.0))
+                token_set = frozenset(toks)  # every word and bigram of the base has its idf: plain lookups
+                built.append(_Text(chars=norm.replace(" ", ""), words=" ".join(toks), token_set=token_set,
+                                   weight=sum(map(idf.__getitem__, token_set)) or 1.0, gram_set=grams,
+                                   gram_weight=sum(map(gram_idf.__getitem__, grams)) or 1.0))
             texts.append(built)
             entry_grams.append(frozenset().union(*(t.gram_set for t in built)))
         frozen = {term: sorted(ids) for term, ids in postings.items()}
@@ -308,6 +312,16 @@ class Index:
         # almost as much as the rarest word of the base, so an entry that lacks it covers less of the question.
         return self._unknown * general_rarity(token)
 
+    def _posting_array(self, term: str) -> np.ndarray | None:
+        """The entries using ``term``, or None when none does or too many do to propose candidates by it."""
+        found = self._arrays.get(term)
+        if found is None:
+            ids = self._postings.get(term)
+            if not ids or len(ids) > self._common:
+                return None
+            found = self._arrays[term] = np.array(ids, dtype=np.intp)
+        return found
+
     def score(self, text: str, *, device_type: str | None = None) -> list[Scored]:
         """Every candidate's raw evidence, best first (calibration and the benches read this)."""
         norm = normalise(text)
@@ -315,29 +329,30 @@ class Index:
         if not toks:
             return []
         qset = set(toks)
-        q_weight = sum(self._weight(t) for t in qset)
+        weight_of = {t: self._weight(t) for t in qset}  # looked up once: the candidate loop below is the hot path
+        q_weight = sum(weight_of[t] for t in qset)
         content_set = qset - self._device_tokens
-        c_weight = sum(self._weight(t) for t in content_set)
+        c_weight = sum(weight_of[t] for t in content_set)
         grams = bigrams(norm)
         # What the question says besides naming a device, as bigrams too: robust to segmentation ("装纸"/"怎么装").
         content_grams = bigrams(_DEVICE_NAME_RE.sub(" ", norm))
         cg_weight = sum(self._gram_weight(g) for g in content_grams)
-        acc: dict[int, float] = defaultdict(float)
+        acc = np.zeros(len(self.entries))
         for term in qset:
-            ids = self._postings.get(term)
-            if ids and len(ids) <= self._common:
-                w = self._idf[term]
-                for i in ids:
-                    acc[i] += w
+            ids = self._posting_array(term)
+            if ids is not None:
+                acc[ids] += self._idf[term]
         for gram in grams:
-            ids = self._postings.get("\x01" + gram)
-            if ids and len(ids) <= self._common:
-                w = _BIGRAM_WEIGHT * self._idf["\x01" + gram]
-                for i in ids:
-                    acc[i] += w
-        if not acc:
+            ids = self._posting_array("\x01" + gram)
+            if ids is not None:
+                acc[ids] += _BIGRAM_WEIGHT * self._idf["\x01" + gram]
+        touched = np.flatnonzero(acc)
+        if not touched.size:
             return []
-        g_weight = sum(self._gram_weight(g) for g in grams) or 1.0
+        # The best-supported entries, ties in entry order (the same on every worker, whatever the hash seed).
+        candidates = touched[np.argsort(-acc[touched], kind="stable")[:CANDIDATES]].tolist()
+        gram_weight_of = {g: self._gram_weight(g) for g in grams}
+        g_weight = sum(gram_weight_of[g] for g in grams) or 1.0
         named = mentioned_devices(norm)
         codes = {t for t in qset if CODE_TOKEN.fullmatch(t)}
         hinted = named | {self._device_words[t] for t in qset if t in self._device_words}
@@ -345,25 +360,31 @@ class Index:
         q_chars = norm[:200].replace(" ", "")
         q_words = " ".join(toks)
         out = []
-        for i in nlargest(CANDIDATES, acc, key=acc.__getitem__):
+        for i in candidates:
             best_text = second_text = 0.0
             for t in self._texts[i]:
-                shared = sum(self._weight(w) for w in qset & t.token_set)
+                shared = sum(weight_of[w] for w in qset & t.token_set)
                 q_cov = shared / q_weight
                 t_cov = shared / t.weight
                 overlap = 2 * q_cov * t_cov / (q_cov + t_cov) if shared else 0.0
-                g_shared = sum(self._gram_weight(g) for g in grams & t.gram_set)
+                g_shared = sum(gram_weight_of[g] for g in grams & t.gram_set)
                 g_cov = g_shared / g_weight
                 gt_cov = g_shared / t.gram_weight
                 g_overlap = 2 * g_cov * gt_cov / (g_cov + gt_cov) if g_shared else 0.0
-                fz = max(fuzz.token_set_ratio(q_words, t.words), fuzz.ratio(q_chars, t.chars)) / 100.0
-                this = 0.4 * overlap + 0.3 * g_overlap + 0.3 * fz
+                lexical = 0.4 * overlap + 0.3 * g_overlap
+                if lexical + 0.3 <= second_text:
+                    continue  # even a perfect fuzzy match would not make it one of the entry's two best texts
+                # rapidfuzz stops early below the cutoff (and answers 0): only a fuzz that could matter is computed
+                cutoff = max(0.0, (second_text - lexical) / 0.3 * 100.0 - 1e-6)
+                fz = max(fuzz.token_set_ratio(q_words, t.words, score_cutoff=cutoff),
+                         fuzz.ratio(q_chars, t.chars, score_cutoff=cutoff)) / 100.0
+                this = lexical + 0.3 * fz
                 if this > best_text:
                     best_text, second_text = this, best_text
                 elif this > second_text:
                     second_text = this
-            coverage = sum(self._weight(w) for w in qset & self._entry_tokens[i]) / q_weight
-            content = (sum(self._weight(w) for w in content_set & self._entry_tokens[i]) / c_weight
+            coverage = sum(weight_of[w] for w in qset & self._entry_tokens[i]) / q_weight
+            content = (sum(weight_of[w] for w in content_set & self._entry_tokens[i]) / c_weight
                        if c_weight else 0.0)
             if cg_weight:
                 content = max(content, sum(self._gram_weight(g) for g in content_grams & self._entry_grams[i])

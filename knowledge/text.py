@@ -63,6 +63,7 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
 
 
+@lru_cache(maxsize=None)  # a character's category never changes; the index folds tens of thousands of texts
 def _is_separator(ch: str) -> bool:
     # Punctuation (P*), symbols incl. emoji (S*), controls/format/surrogates/private (C*), and marks (M*) left
     # alone by NFKC (emoji modifiers, variation selectors).
@@ -127,7 +128,9 @@ def _ensure_jieba() -> None:
         _jieba_ready = True
 
 
-@lru_cache(maxsize=4096)
+# Large enough for a big knowledge base's chunks (brand names, fault phrases repeat across entries): every worker
+# rebuilds its index at each change of the base, and the chunks it segmented last time are then not cut again.
+@lru_cache(maxsize=65536)
 def _segment(chunk: str) -> tuple[str, ...]:
     return tuple(jieba.lcut(chunk, HMM=True))
 
