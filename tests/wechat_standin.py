@@ -283,29 +283,32 @@ class WeChatStandIn:
     async def _token(self, request: web.Request) -> web.Response:
         if request.query.get("grant_type") != "client_credential":
             return self._answer(request, _error(40002, "invalid grant_type"))
-        if request.query.get("appid") == self.mp_app_id:  # the mini program's own token
-            error = self._app_error(request, self.mp_app_id, self.mp_app_secret)
-            if error:
-                return self._answer(request, error)
-            token = self._issue(self._mp_tokens)
-            return self._answer(request, {"access_token": token, "expires_in": self.token_lifetime})
-        error = self._app_error(request, self.app_id, self.app_secret)
+        if request.query.get("appid") == self.mp_app_id:  # the mini program has a token of its own
+            app_id, secret, store = self.mp_app_id, self.mp_app_secret, self._mp_tokens
+        else:
+            app_id, secret, store = self.app_id, self.app_secret, self._tokens
+        error = self._app_error(request, app_id, secret)
         if error:
             return self._answer(request, error)
-        token = self._issue(self._tokens)
-        return self._answer(request, {"access_token": token, "expires_in": self.token_lifetime})
+        return self._answer(request, {"access_token": self._issue(store), "expires_in": self.token_lifetime})
 
-    async def _custom_send(self, request: web.Request) -> web.Response:
-        error = self._token_error(request)
+    async def _message(self, request: web.Request, check, sent: list[dict], answer,
+                       tokens: dict[str, float] | None = None) -> web.Response:
+        """A message API: the token (of ``tokens``, the service account's by default), a JSON body, ``check(body)``;
+        accepted → recorded in ``sent`` and answered ``answer()``, else the first error."""
+        error = self._token_error(request, tokens)
         body = None
         if error is None:
             body, error = await self._posted(request)
         if error is None:
-            error = self._custom_error(body)
+            error = check(body)
         if error:
             return self._answer(request, error)
-        self.custom_messages.append(body)
-        return self._answer(request, _error(0, "ok"))
+        sent.append(body)
+        return self._answer(request, answer())
+
+    async def _custom_send(self, request: web.Request) -> web.Response:
+        return await self._message(request, self._custom_error, self.custom_messages, lambda: _error(0, "ok"))
 
     @staticmethod
     def _custom_error(body: dict) -> dict | None:
@@ -330,16 +333,8 @@ class WeChatStandIn:
         return None
 
     async def _template_send(self, request: web.Request) -> web.Response:
-        error = self._token_error(request)
-        body = None
-        if error is None:
-            body, error = await self._posted(request)
-        if error is None:
-            error = self._template_error(body)
-        if error:
-            return self._answer(request, error)
-        self.template_messages.append(body)
-        return self._answer(request, {"errcode": 0, "errmsg": "ok", "msgid": next(self._msgids)})
+        return await self._message(request, self._template_error, self.template_messages,
+                                   lambda: {"errcode": 0, "errmsg": "ok", "msgid": next(self._msgids)})
 
     @staticmethod
     def _template_error(body: dict) -> dict | None:
@@ -359,16 +354,8 @@ class WeChatStandIn:
     async def _subscribe_send(self, request: web.Request) -> web.Response:
         """A mini-program subscribe message: the mini program's token only; 43101 for a user who holds no
         subscription (``refuse_subscribe``); 47003 for data missing or breaking the value limits."""
-        error = self._token_error(request, self._mp_tokens)
-        body = None
-        if error is None:
-            body, error = await self._posted(request)
-        if error is None:
-            error = self._subscribe_error(body)
-        if error:
-            return self._answer(request, error)
-        self.subscribe_messages.append(body)
-        return self._answer(request, _error(0, "ok"))
+        return await self._message(request, self._subscribe_error, self.subscribe_messages, lambda: _error(0, "ok"),
+                                   self._mp_tokens)
 
     def _subscribe_error(self, body: dict) -> dict | None:
         touser = body.get("touser")
