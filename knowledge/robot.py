@@ -204,8 +204,7 @@ async def _respond(ctx: AskContext, said: str, kb: KnowledgeIndex, *, device_typ
         await _remember(ctx, {"pending": "confirm", "log_id": logged.log_id, "entry_id": entry.id,
                               "confidence": best.confidence, "question": said})
         return logged
-    return await _give(ctx, entry, best.confidence, await _log(ctx, said, _entry_answer(entry, best.confidence),
-                                                               device_type))
+    return await _give(ctx, await _log(ctx, said, _entry_answer(entry, best.confidence), device_type))
 
 
 def _entry_answer(entry: retrieval.KBEntry, confidence: float | None) -> Answer:
@@ -213,9 +212,9 @@ def _entry_answer(entry: retrieval.KBEntry, confidence: float | None) -> Answer:
                   videos=entry.videos[:1], tier=entry.tier)
 
 
-async def _give(ctx: AskContext, entry: retrieval.KBEntry, confidence: float | None, logged: Answer) -> Answer:
+async def _give(ctx: AskContext, logged: Answer) -> Answer:
     """An answer given: ask whether it helped, the feedback going to its question's log row."""
-    await _remember(ctx, {"pending": "feedback", "log_id": logged.log_id, "entry_id": entry.id})
+    await _remember(ctx, {"pending": "feedback", "log_id": logged.log_id, "entry_id": logged.entry_id})
     return logged
 
 
@@ -231,7 +230,7 @@ async def _confirmed(ctx: AskContext, state: dict, kb: KnowledgeIndex) -> Answer
         await QuestionLog.filter(id=state["log_id"]).update(kind="answer")
     reply = Answer(**{**_entry_answer(entry, state.get("confidence")).__dict__, "log_id": state.get("log_id"),
                       "about": question})
-    return await _give(ctx, entry, state.get("confidence"), reply)
+    return await _give(ctx, reply)
 
 
 async def _not_meant(ctx: AskContext, state: dict) -> Answer:
