@@ -104,13 +104,15 @@ def test_a_device_question_is_not_chitchat(said):
 @pytest.mark.parametrize("said", ["转人工", "人工客服", "我要人工", "转接人工服务", "找人", "有人吗", "帮我报修", "我要报修呼吸机",
                                   "叫工程师", "派工程师上门", "派个工程师来", "上门维修", "找维修师傅", "让设备科来人",
                                   "赚人工", "转人公", "报休", "工程狮快来", "监护仪黑屏了，叫个工程师", "直接联系工程师",
-                                  "安排个人过来", "叫修的来", "派维修的过来", "麻烦来一趟", "什么时候能来修"])
+                                  "安排个人过来", "叫修的来", "派维修的过来", "麻烦来一趟", "什么时候能来修",
+                                  "找维修", "联系维修吧", "说了半天没用 找个懂的人来", "叫个会修的看看", "找个懂行的"])
 def test_explicit_requests_for_a_person_are_detected(said):
     assert retrieval.wants_person(said)
 
 
 @pytest.mark.parametrize("said", ["呼吸机漏气报警怎么办", "人工鼻怎么更换", "病人血氧测不出", "你好",
-                                  "监护仪修好以后还要校准吗", "血压计拿过来看结果不准"])
+                                  "监护仪修好以后还要校准吗", "血压计拿过来看结果不准", "维修手册在哪里找",
+                                  "找维修记录", "懂的都懂 离心机盖子打不开", "请专业清洁剂擦屏幕可以吗"])
 def test_questions_are_not_requests_for_a_person(said):
     assert not retrieval.wants_person(said)
 
