@@ -118,10 +118,12 @@ def parse(request: Request, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "请求"
+        path = ".".join(str(part) for part in first["loc"])
+        field = path or "请求"
+        details = {"field": path} if path else None  # programs (the console's forms) mark the field by this
         if first["type"] == "missing":
-            raise BadRequest(f"缺少字段 {field}", code="invalid_field") from None
-        raise BadRequest(f"字段 {field} 的值有误", code="invalid_field") from None
+            raise BadRequest(f"缺少字段 {field}", code="invalid_field", details=details) from None
+        raise BadRequest(f"字段 {field} 的值有误", code="invalid_field", details=details) from None
 
 
 async def user_out(user: User) -> dict:

@@ -90,6 +90,7 @@ async def test_a_refused_practitioner_creates_no_account(console):
             assert "dr.first" in answer["error"]["message"]  # the account that has the practitioner is named
     status, answer = await admin.post(ADMIN + "/users", {"username": "dr.text", **base, "practitioner_id": "李医生"})
     assert status == 400 and "practitioner_id" in answer["error"]["message"]
+    assert _error(answer) == ("invalid_field", "practitioner_id")  # the form can mark the field
     assert not await User.filter(username__in=["dr.none", "dr.ghost", "dr.wu", "dr.twin", "kefu", "dr.text"]).exists()
     assert await DoctorAccount.all().count() == 1
     assert await AuditEntry.filter(action="user.created").count() == 0
