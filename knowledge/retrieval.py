@@ -253,11 +253,14 @@ class Index:
     def build(cls, entries: Iterable[KBEntry], *, calibration: dict | None = None) -> "Index":
         listed = list(entries)
         raw_texts: list[list[tuple[str, list[str], frozenset[str]]]] = []
-        postings: dict[str, set[int]] = defaultdict(set)
+        # Each term is posted once per entry, entries in order: the lists come out sorted and without repeats.
+        postings: dict[str, list[int]] = defaultdict(list)
         entry_tokens: list[frozenset[str]] = []
+        entry_grams: list[frozenset[str]] = []
         for i, entry in enumerate(listed):
             per_entry = []
             words: set[str] = set()
+            all_grams: set[str] = set()
             label = device_label(entry.device_type)
             for text in (entry.question, *entry.variants):
                 norm = normalise(text)
@@ -265,19 +268,20 @@ class Index:
                 grams = frozenset(bigrams(norm))
                 per_entry.append((norm, toks, grams))
                 words.update(toks)
-                for gram in grams:
-                    postings["\x01" + gram].add(i)
+                all_grams.update(grams)
+            for gram in all_grams:
+                postings["\x01" + gram].append(i)
             # The device's own name counts for the entry even where a variant says "it".
             words.update(tokens_of_normalised(normalise(label)))
             for word in words:
-                postings[word].add(i)
+                postings[word].append(i)
             entry_tokens.append(frozenset(words))
+            entry_grams.append(frozenset(all_grams))
             raw_texts.append(per_entry)
         n = max(1, len(listed))
         idf = {term: math.log((n + 1) / (len(ids) + 0.5)) + 0.1 for term, ids in postings.items()}
         gram_idf = {term[1:]: w for term, w in idf.items() if term.startswith("\x01")}
         texts = []
-        entry_grams = []
         for per_entry in raw_texts:
             built = []
             for norm, toks, grams in per_entry:
@@ -286,8 +290,7 @@ class Index:
                                    weight=sum(map(idf.__getitem__, token_set)) or 1.0, gram_set=grams,
                                    gram_weight=sum(map(gram_idf.__getitem__, grams)) or 1.0))
             texts.append(built)
-            entry_grams.append(frozenset().union(*(t.gram_set for t in built)))
-        frozen = {term: sorted(ids) for term, ids in postings.items()}
+        frozen = dict(postings)
         # Words used by one device type's entries only ("湿化罐", "bd", "样本针"): they say which device is meant
         # as surely as its name.
         device_words: dict[str, str] = {}

@@ -63,15 +63,15 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
 
 
-@lru_cache(maxsize=None)  # a character's category never changes; the index folds tens of thousands of texts
-def _is_separator(ch: str) -> bool:
-    # Punctuation (P*), symbols incl. emoji (S*), controls/format/surrogates/private (C*), and marks (M*) left
-    # alone by NFKC (emoji modifiers, variation selectors).
-    return unicodedata.category(ch)[0] in "PSCMZ"
+# Separators: punctuation (P*), symbols incl. emoji (S*), controls/format/surrogates/private (C*), marks (M*) left
+# alone by NFKC (emoji modifiers, variation selectors) and spaces (Z*) — every character that is neither a letter nor
+# a number, which is exactly what a Unicode regex's ``[\W_]`` matches (checked over every code point in the tests);
+# one regex pass instead of a category lookup per character.
+_SEPARATOR = re.compile(r"[\W_]")
 
 
 def _spaced(text: str) -> str:
-    return "".join(" " if _is_separator(ch) else ch for ch in text)
+    return _SEPARATOR.sub(" ", text)
 
 
 def _code(match: re.Match) -> str:
@@ -132,7 +132,10 @@ def _ensure_jieba() -> None:
 # rebuilds its index at each change of the base, and the chunks it segmented last time are then not cut again.
 @lru_cache(maxsize=65536)
 def _segment(chunk: str) -> tuple[str, ...]:
-    return tuple(jieba.lcut(chunk, HMM=True))
+    """A chunk's words, stop words dropped (the chunk's whole result is cached, filtering included)."""
+    if CODE_TOKEN.fullmatch(chunk):
+        return (chunk,)
+    return tuple(w for w in (word.strip() for word in jieba.lcut(chunk, HMM=True)) if w and w not in STOP_WORDS)
 
 
 def tokens_of_normalised(norm: str) -> list[str]:
@@ -140,15 +143,8 @@ def tokens_of_normalised(norm: str) -> list[str]:
     _ensure_jieba()
     out: list[str] = []
     for chunk in norm[:MAX_TOKENISED].split(" "):
-        if not chunk:
-            continue
-        if CODE_TOKEN.fullmatch(chunk):
-            out.append(chunk)
-            continue
-        for word in _segment(chunk):
-            word = word.strip()
-            if word and word not in STOP_WORDS:
-                out.append(word)
+        if chunk:
+            out.extend(_segment(chunk))
     return out
 
 

@@ -3,13 +3,15 @@ and chit-chat. Pure Python: no database, no Redis. Accuracy figures live in benc
 
 import json
 import random
+import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
 
 from knowledge import retrieval
 from knowledge.retrieval import ANSWER_AT, Index, KBEntry
-from knowledge.text import normalise, tokens
+from knowledge.text import _SEPARATOR, normalise, tokens
 
 DATA = Path(__file__).resolve().parent.parent / "knowledge" / "data"
 SEED = json.loads((DATA / "kb_seed.json").read_text(encoding="utf-8"))
@@ -232,3 +234,12 @@ def test_the_query_set_is_labelled_and_independent_of_the_variants():
 def test_the_names_people_give_a_device_are_known(said, device):
     assert retrieval.mentioned_devices(normalise(said)) == {device}
     assert not retrieval.mentioned_devices(normalise("readme 里的 aedes 链接"))  # Latin names only as words
+
+
+def test_separators_are_every_character_that_is_neither_letter_nor_number():
+    """The folding's one-regex separator pass treats exactly the characters the category rule names."""
+    # Punctuation, symbols (emoji), controls/format/private use, marks (emoji modifiers), spaces.
+    wrong = [hex(c) for c in range(sys.maxunicode + 1)
+             if bool(_SEPARATOR.fullmatch(chr(c))) != (unicodedata.category(chr(c))[0] in "PSCMZ")]
+    assert wrong == []
+
