@@ -12,7 +12,8 @@ Search, per question:
    the entry covers across all its texts;
    A question word the base never uses weighs by its rarity in everyday Chinese (``text.general_rarity``): fillers
    cost nothing, a rare unknown word ("转子", "中央站") lowers every entry's coverage. An error code the question
-   quotes and an entry lacks ranks that entry down (E-77 is not E-05); another device named ranks its entries down;
+   quotes and an entry lacks ranks that entry down (E-77 is not E-05); another device named ranks its entries down,
+   and so does, when the question names none, another device than the one just scanned;
 4. a calibrated confidence: a logistic mapping from (score, margin to the next entry, coverage, content, anchored —
    the question names the entry's device or a word only that device's entries use —, same error code, support —
    the entry's second-best wording, high when several of its texts are close to the question) fitted on the
@@ -44,6 +45,9 @@ ANSWER_AT = 0.70  # confidence at which the robot answers (chosen on the calibra
 RELEVANT_AT = 0.50  # below this nothing is close enough: decline (say what the robot can do)
 CLARIFY_MARGIN = 0.15  # top two of different devices closer than this (no device known) → ask which device
 DEVICE_BOOST = 0.06  # score added to entries of the device just scanned: breaks ties, never excludes others
+# A question that names no device is about the device just scanned: other devices' entries are ranked down as if it
+# had named it (DEVICE_MISMATCH), and that device's entries weigh double when candidates are proposed.
+SCANNED_CANDIDATE_FACTOR = 2.0
 
 CANDIDATES = 16  # entries scored in full after the inverted-index pass
 _COMMON = 0.06  # a term in more than this share of entries is too common to propose candidates by itself
@@ -247,6 +251,10 @@ class Index:
         self._unknown = _UNKNOWN_WEIGHT * max(idf.values(), default=1.0)
         self._common = max(8, int(len(entries) * _COMMON))
         self._device_tokens = _device_tokens()
+        by_type: dict[str, list[int]] = defaultdict(list)
+        for i, entry in enumerate(entries):
+            by_type[entry.device_type].append(i)
+        self._of_type = {t: np.array(ids, dtype=np.intp) for t, ids in by_type.items()}
         self.calibration = calibration
 
     @classmethod
@@ -352,6 +360,11 @@ class Index:
             ids = self._posting_array("\x01" + gram)
             if ids is not None:
                 acc[ids] += _BIGRAM_WEIGHT * self._idf["\x01" + gram]
+        named = mentioned_devices(norm)
+        if device_type and not named:
+            named = {device_type}  # scanned, and no other device named: the question is about it
+            if device_type in self._of_type:
+                acc[self._of_type[device_type]] *= SCANNED_CANDIDATE_FACTOR
         touched = np.flatnonzero(acc)
         if not touched.size:
             return []
@@ -359,7 +372,6 @@ class Index:
         candidates = touched[np.argsort(-acc[touched], kind="stable")[:CANDIDATES]].tolist()
         gram_weight_of = {g: self._gram_weight(g) for g in grams}
         g_weight = sum(gram_weight_of[g] for g in grams) or 1.0
-        named = mentioned_devices(norm)
         codes = {t for t in qset if CODE_TOKEN.fullmatch(t)}
         hinted = named | {self._device_words[t] for t in qset if t in self._device_words}
         clinical = bool(_CLINICAL.search(norm))
@@ -422,8 +434,8 @@ class Index:
         return out
 
     def search(self, text: str, *, device_type: str | None = None, limit: int = 5) -> list[Match]:
-        """Entries best first, each with its calibrated confidence. ``device_type`` (from a recent scan) boosts
-        that type's entries; it doesn't exclude others."""
+        """Entries best first, each with its calibrated confidence. ``device_type`` (from a recent scan) is the
+        device a question that names none is about: its entries are favoured, others ranked down, none excluded."""
         scored = self.score(text, device_type=device_type)
         matches = []
         for rank, s in enumerate(scored[:max(0, limit)]):

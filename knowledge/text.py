@@ -53,6 +53,13 @@ def _load_typos() -> tuple[re.Pattern | None, dict[str, str]]:
         wrong, right = _fold(wrong.strip()), right.strip()
         if wrong and right:
             pairs[wrong] = right
+    # A machine's name is said with "器" or "子" after it too ("血气机器", "呼吸机子", "监护仪器"): without these the
+    # map would turn "血气机器" into "血气分析仪器", and segmentation would leave a stray "器" either way.
+    for wrong, right in list(pairs.items()):
+        for name, canonical in ((wrong, right), (right, right)):
+            if name.endswith(("机", "仪")) and len(name) >= 3 and " " not in name:
+                for longer in (name + "器", name + "子"):
+                    pairs.setdefault(longer, canonical)
     if not pairs:
         return None, pairs
     alternation = "|".join(re.escape(w) for w in sorted(pairs, key=len, reverse=True))

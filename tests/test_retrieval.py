@@ -86,6 +86,13 @@ def test_the_device_boost_does_not_exclude_other_devices(index):
     assert top(index, "离心机不平衡报警，震动很大", device_type="ventilator") == "cent-01"
 
 
+@pytest.mark.parametrize("said", ["管子有点问题", "屏幕一闪一闪", "电池那块有问题", "自检那块有问题"])
+def test_a_question_naming_no_device_is_about_the_device_just_scanned(index, said):
+    """After scanning a ventilator, "the tubing" is the ventilator's: no other device's entry is even relevant."""
+    found = index.search(said, device_type="ventilator")
+    assert all(m.confidence < retrieval.RELEVANT_AT for m in found if m.entry.device_type != "ventilator")
+
+
 def test_a_named_device_beats_a_similar_fault_of_another_device(index):
     assert top(index, "离心机的盖子开不了") == "cent-02"
     assert top(index, "灭菌器的门开不了") == "auto-01"

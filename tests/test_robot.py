@@ -94,14 +94,14 @@ async def test_new_entries_are_used_without_a_restart(kb):
 
 async def test_an_unsure_match_is_asked_back_and_yes_answers_it(kb):
     index, redis = kb
-    asked = await answer("血气纸出不来", ask(redis), index)
+    asked = await answer("血气打印那块不对劲", ask(redis), index)
     assert (asked.kind, asked.entry_id) == ("clarify", "bga-04")
     assert asked.text == "您是想问“血气分析仪打印机不出纸”吗？回复 1 是，2 不是（转人工）。"
     yes = await answer("是", ask(redis), index)
-    assert (yes.kind, yes.entry_id, yes.about) == ("answer", "bga-04", "血气纸出不来")
+    assert (yes.kind, yes.entry_id, yes.about) == ("answer", "bga-04", "血气打印那块不对劲")
     assert "有帮助吗" in yes.text and yes.docs
     log = await QuestionLog.get(id=asked.log_id)
-    assert (log.kind, log.entry_id, log.text) == ("answer", "bga-04", "血气纸出不来")  # one row for the question
+    assert (log.kind, log.entry_id, log.text) == ("answer", "bga-04", "血气打印那块不对劲")  # one row for the question
     assert (await answer("1", ask(redis), index)).text.startswith("感谢反馈")
     assert (await QuestionLog.get(id=asked.log_id)).feedback == "helpful"
 
@@ -110,18 +110,18 @@ async def test_no_to_the_question_asked_back_hands_off_and_queues_it_for_review(
     from knowledge.learning import review_queue
 
     index, redis = kb
-    asked = await answer("血气纸出不来", ask(redis, openid="oLab"), index)
+    asked = await answer("血气打印那块不对劲", ask(redis, openid="oLab"), index)
     assert asked.kind == "clarify"
     no = await answer("不是", ask(redis, openid="oLab"), index)
-    assert (no.kind, no.about) == ("handoff", "血气纸出不来") and "转接" in no.text
-    assert "血气纸出不来" in [log.text for log in await review_queue()]
+    assert (no.kind, no.about) == ("handoff", "血气打印那块不对劲") and "转接" in no.text
+    assert "血气打印那块不对劲" in [log.text for log in await review_queue()]
     # Asked once: a "不是" later is a new message, not a second refusal.
     assert (await answer("不是", ask(redis, openid="oLab"), index)).kind != "handoff"
 
 
 async def test_a_new_question_instead_of_yes_or_no_is_answered_as_such(kb):
     index, redis = kb
-    assert (await answer("血气纸出不来", ask(redis, openid="oWard"), index)).kind == "clarify"
+    assert (await answer("血气打印那块不对劲", ask(redis, openid="oWard"), index)).kind == "clarify"
     reply = await answer("呼吸机漏气报警怎么处理", ask(redis, openid="oWard"), index)
     assert (reply.kind, reply.entry_id) == ("answer", "vent-01")
 
@@ -160,10 +160,10 @@ async def test_through_wechat_a_hand_off_after_a_scan_opens_a_ticket_for_an_agen
 async def test_through_wechat_no_to_the_question_asked_back_opens_a_ticket_describing_it(wechat):
     post = wechat
     await post(event_xml("SCAN", sender="oIcu", key="d:D0001"))
-    asked = await post(text_xml("电池有股味", sender="oIcu"))
+    asked = await post(text_xml("电池不太对", sender="oIcu"))
     assert asked.startswith("您是想问“呼吸机电池电量低报警”吗")
     assert not await Ticket.exists(device__system_number="D0001")
     handed = await post(text_xml("2", sender="oIcu"))
     ticket = await Ticket.get(device__system_number="D0001")
-    assert ticket.description == "电池有股味" and ticket.state == "with_agent"
+    assert ticket.description == "电池不太对" and ticket.state == "with_agent"
     assert f"工单号：{ticket.number}" in handed
