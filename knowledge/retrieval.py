@@ -42,7 +42,7 @@ from knowledge.text import CODE_TOKEN, bigrams, general_rarity, normalise, token
 CALIBRATION = Path(__file__).parent / "data" / "calibration.json"
 
 ANSWER_AT = 0.70  # confidence at which the robot answers (chosen on the calibration split)
-RELEVANT_AT = 0.50  # below this nothing is close enough: decline (say what the robot can do)
+RELEVANT_AT = 0.55  # below this nothing is close enough: decline (say what the robot can do; chosen by CV)
 CLARIFY_MARGIN = 0.15  # top two of different devices closer than this (no device known) → ask which device
 DEVICE_BOOST = 0.06  # score added to entries of the device just scanned: breaks ties, never excludes others
 # A question that names no device is about the device just scanned: other devices' entries are ranked down as if it
