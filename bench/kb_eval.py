@@ -11,8 +11,10 @@ knowledge base's variants. Calibration is fitted only on ``split == "calibration
 
 The decision rule is the robot's: an explicit request for a person → hand-off; chit-chat → decline; confidence
 below RELEVANT_AT → decline; two entries of different devices within CLARIFY_MARGIN → clarify; below ANSWER_AT →
-unsure (the robot asks back "您是想问…吗？" and answers on "是", hands off on "不是"); otherwise the top entry. A covered question counts as right only when the robot settles on
-its entry (confidence ≥ ANSWER_AT); an uncovered one when the robot declines.
+unsure (the robot asks back "您是想问…吗？" and answers on "是", hands off on "不是"); one device's entries
+confidently tied → clarify (which problem); otherwise the top entry (``retrieval.decide``, the robot's own function).
+A covered question counts as right only when the robot settles on its entry at once (confidence ≥ ANSWER_AT); an
+uncovered one when the robot declines.
 The baseline is ``rapidfuzz.process.extractOne(q, questions, scorer=WRatio)``: always an entry, never declines.
 
 How the query set was written and split (``batch``; rows without it are batch 1):
@@ -92,26 +94,18 @@ def load_queries(path: Path = QUERIES) -> list[dict]:
 
 
 def decide(index: Index, text: str, device_type: str | None = None) -> tuple[str, str | None]:
-    """(kind, entry id): kind is answer | unsure | clarify | handoff | decline — the robot's rule."""
+    """(kind, entry id): kind is answer | unsure | clarify | handoff | decline — the robot's rule
+    (``retrieval.decide`` over the same matches; "which device" and "which problem" both count as clarify)."""
     if not retrieval.normalise_for_check(text):
         return "decline", None
     if retrieval.wants_person(text):
         return "handoff", None
     if retrieval.is_chitchat(text):
         return "decline", None
-    matches = index.search(text, device_type=device_type, limit=3)
-    if not matches or matches[0].confidence < retrieval.RELEVANT_AT:
-        return "decline", None
-    best = matches[0]
-    if device_type is None and len(matches) > 1:
-        second = matches[1]
-        if (second.entry.device_type != best.entry.device_type
-                and best.confidence - second.confidence < retrieval.CLARIFY_MARGIN
-                and second.confidence >= retrieval.RELEVANT_AT):
-            return "clarify", best.entry.id
-    if best.confidence < retrieval.ANSWER_AT:
-        return "unsure", best.entry.id
-    return "answer", best.entry.id
+    matches = index.search(text, device_type=device_type, limit=retrieval.CONSIDERED)
+    decision = retrieval.decide(matches, device_known=device_type is not None)
+    kind = {"which_device": "clarify", "which_problem": "clarify"}.get(decision.kind, decision.kind)
+    return kind, decision.options[0].entry.id if decision.options else None
 
 
 def fit(index: Index, rows: list[dict], *, steps: int = 4000, rate: float = 0.5, l2: float = 1e-3) -> dict:

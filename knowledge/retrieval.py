@@ -20,8 +20,10 @@ Search, per question:
    calibration split of ``tests/data/kb_queries.jsonl`` (``bench/kb_eval.py --fit`` writes
    ``data/calibration.json``), i.e. the estimated probability that this entry is the right one.
 
-Thresholds for the caller: answer at ``ANSWER_AT``; between ``RELEVANT_AT`` and it, hand off as "relevant but
-unsure"; two entries of different devices within ``CLARIFY_MARGIN`` of each other → ask which device.
+What to do with the matches is ``decide``'s (the robot's rule, which the bench applies too): decline below
+``RELEVANT_AT``; two entries of different devices within ``CLARIFY_MARGIN`` of each other, no device known → ask
+which device; below ``ANSWER_AT`` → relevant but unsure, ask back; entries of one device confident and within
+``SAME_DEVICE_MARGIN`` → the question is too vague, ask which problem; otherwise answer.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ CALIBRATION = Path(__file__).parent / "data" / "calibration.json"
 ANSWER_AT = 0.70  # confidence at which the robot answers (chosen on the calibration split)
 RELEVANT_AT = 0.55  # below this nothing is close enough: decline (say what the robot can do; chosen by CV)
 CLARIFY_MARGIN = 0.15  # top two of different devices closer than this (no device known) → ask which device
+# Entries of one device both confident and closer than this: the question is too vague to tell ("呼吸机报警了"),
+# ask which problem it is (at most CHOICES of them) rather than pick one.
+SAME_DEVICE_MARGIN = 0.05
+CHOICES = 3
+CONSIDERED = 1 + CHOICES  # matches the robot asks ``Index.search`` for before ``decide``
 DEVICE_BOOST = 0.06  # score added to entries of the device just scanned: breaks ties, never excludes others
 # A question that names no device is about the device just scanned: other devices' entries are ranked down as if it
 # had named it (DEVICE_MISMATCH), and that device's entries weigh double when candidates are proposed.
@@ -126,6 +133,37 @@ class Match:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """What the robot should do with a question's matches (``decide``): ``decline`` (nothing relevant),
+    ``which_device`` (two devices nearly tied, none known), ``which_problem`` (one device's entries confidently tied),
+    ``unsure`` (relevant, below the answer bar: ask back), ``answer``. ``options`` are the matches to offer or use,
+    best first."""
+
+    kind: str
+    options: tuple[Match, ...] = ()
+
+
+def decide(matches: list[Match], *, device_known: bool) -> Decision:
+    """The robot's rule over ``Index.search``'s matches; the bench applies the same function."""
+    if not matches or matches[0].confidence < RELEVANT_AT:
+        return Decision("decline")
+    best = matches[0]
+    if not device_known and len(matches) > 1:
+        second = matches[1]
+        if (second.entry.device_type != best.entry.device_type
+                and best.confidence - second.confidence < CLARIFY_MARGIN
+                and second.confidence >= RELEVANT_AT):
+            return Decision("which_device", (best, second))
+    if best.confidence < ANSWER_AT:
+        return Decision("unsure", (best,))
+    tied = [m for m in matches[1:] if m.entry.device_type == best.entry.device_type
+            and m.confidence >= ANSWER_AT and best.confidence - m.confidence < SAME_DEVICE_MARGIN]
+    if tied:
+        return Decision("which_problem", (best, *tied)[:CHOICES])
+    return Decision("answer", (best,))
+
+
+@dataclass(frozen=True)
 class Scored:
     """Raw evidence for one candidate (what calibration maps to a confidence)."""
 
@@ -139,8 +177,10 @@ class Scored:
 
 
 def normalise_for_check(text: str) -> str:
-    """The folded question, ``""`` when nothing readable is left (only emoji, punctuation, control characters)."""
-    return normalise(text)
+    """The folded question, ``""`` when nothing readable is left (only emoji, punctuation, control characters) or
+    nothing but numbers: a bare "3" is a reply to a list that is gone, not a question to answer from an entry."""
+    norm = normalise(text)
+    return norm if any(ch.isalpha() for ch in norm) else ""
 
 
 # --- person requests and chit-chat ------------------------------------------------------------------------------
@@ -358,7 +398,7 @@ class Index:
 
     def score(self, text: str, *, device_type: str | None = None) -> list[Scored]:
         """Every candidate's raw evidence, best first (calibration and the benches read this)."""
-        norm = normalise(text)
+        norm = normalise_for_check(text)
         toks = tokens_of_normalised(norm)
         if not toks:
             return []

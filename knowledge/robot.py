@@ -3,6 +3,8 @@
 - an explicit request for a person ("转人工", "报修", "叫工程师") → ``handoff``;
 - chit-chat, or nothing in the knowledge base close enough → ``decline`` (a short reply saying what the robot does);
 - two entries for different devices nearly tied, no device known → ``clarify`` ("which device?", once);
+- several entries of one device confidently tied (a vague "呼吸机报警了") → ``clarify`` by listing them ("您说的可能是
+  以下情况…"): a number answers with that entry (or hands off an ``advanced`` one), anything else is a new question;
 - a confident ``basic`` entry → ``answer`` with its documents and a video course, then "was this helpful?";
 - a relevant but unsure ``basic`` match → ``clarify`` by asking back "您是想问 …吗？" with the entry's question:
   "1"/"是" answers it, "2"/"不是" hands off (and puts the question in the review queue), anything else is a new
@@ -163,9 +165,14 @@ async def answer(text: str, ctx: AskContext, kb: KnowledgeIndex = KB) -> Answer:
     if state.get("pending") == "confirm":
         await _remember(ctx, None)  # asked back once: whatever comes next settles it
         if said in CONFIRMED:
-            return await _confirmed(ctx, state, kb)
+            return await _settle(ctx, state, kb, state.get("entry_id"))
         if said in NOT_MEANT:
             return await _not_meant(ctx, state)
+    if state.get("pending") == "choose":
+        await _remember(ctx, None)  # listed once: a number picks, anything else is a new question
+        choices = state.get("entries", [])
+        if said.isdigit() and 1 <= int(said) <= len(choices):
+            return await _settle(ctx, state, kb, choices[int(said) - 1])
     return await _respond(ctx, said, kb, device_type=ctx.device_type)
 
 
@@ -178,25 +185,31 @@ async def _respond(ctx: AskContext, said: str, kb: KnowledgeIndex, *, device_typ
     if retrieval.is_chitchat(said):
         return await _log(ctx, said, Answer("decline", CAN_DO), device_type)
     index = await kb.current()
-    matches = index.search(said[:MAX_QUESTION], device_type=device_type, limit=3)
-    if not matches or matches[0].confidence < retrieval.RELEVANT_AT:
+    matches = index.search(said[:MAX_QUESTION], device_type=device_type, limit=retrieval.CONSIDERED)
+    decision = retrieval.decide(matches, device_known=clarified or device_type is not None)
+    if decision.kind == "decline":
         return await _log(ctx, said, Answer("decline", "抱歉，这个问题我还不会回答。" + CAN_DO), device_type)
     best = matches[0]
-    if not clarified and device_type is None and len(matches) > 1:
-        second = matches[1]
-        if (second.entry.device_type != best.entry.device_type
-                and best.confidence - second.confidence < retrieval.CLARIFY_MARGIN
-                and second.confidence >= retrieval.RELEVANT_AT):
-            options = [best.entry.device_type, second.entry.device_type]
-            await _remember(ctx, {"pending": "clarify", "options": options, "question": said})
-            labels = "，".join(f"{i} {retrieval.device_label(t)}" for i, t in enumerate(options, 1))
-            return await _log(ctx, said, Answer("clarify", f"请问是哪台设备？回复 {labels}。",
-                                                confidence=best.confidence), device_type)
+    if decision.kind == "which_device":
+        options = [m.entry.device_type for m in decision.options]
+        await _remember(ctx, {"pending": "clarify", "options": options, "question": said})
+        labels = "，".join(f"{i} {retrieval.device_label(t)}" for i, t in enumerate(options, 1))
+        return await _log(ctx, said, Answer("clarify", f"请问是哪台设备？回复 {labels}。",
+                                            confidence=best.confidence), device_type)
+    if decision.kind == "which_problem":
+        listed = "；".join(f"{i} “{m.entry.question}”" for i, m in enumerate(decision.options, 1))
+        reply = Answer("clarify", f"您说的可能是以下情况，请回复序号：{listed}。都不是请补充具体现象，或回复“转人工”。",
+                       entry_id=best.entry.id, confidence=best.confidence)
+        logged = await _log(ctx, said, reply, device_type, keep_id=True)
+        await _remember(ctx, {"pending": "choose", "log_id": logged.log_id, "question": said,
+                              "entries": [m.entry.id for m in decision.options],
+                              "confidences": {m.entry.id: m.confidence for m in decision.options}})
+        return logged
     entry = best.entry
     if entry.tier == "advanced":
         return await _log(ctx, said, Answer("handoff", "该问题需要工程师处理。" + _handoff_text(ctx), entry_id=entry.id,
                                             confidence=best.confidence, tier=entry.tier), device_type)
-    if best.confidence < retrieval.ANSWER_AT:
+    if decision.kind == "unsure":
         # Relevant but unsure: ask back rather than guess, or hand off a question the robot may well know.
         reply = Answer("clarify", f"您是想问“{entry.question}”吗？回复 1 是，2 不是（转人工）。", entry_id=entry.id,
                        confidence=best.confidence, tier=entry.tier)
@@ -218,18 +231,24 @@ async def _give(ctx: AskContext, logged: Answer) -> Answer:
     return logged
 
 
-async def _confirmed(ctx: AskContext, state: dict, kb: KnowledgeIndex) -> Answer:
-    """"是": the entry asked about answers the question (its log row becomes an answer)."""
+async def _settle(ctx: AskContext, state: dict, kb: KnowledgeIndex, entry_id: str | None) -> Answer:
+    """"是" to the entry asked about, or the number of one listed: that entry answers the question (its log row
+    becomes an answer from it), or, an ``advanced`` one, hands it off."""
     index = await kb.current()
-    entry = next((e for e in index.entries if e.id == state.get("entry_id")), None)
+    entry = next((e for e in index.entries if e.id == entry_id), None)
     question = state.get("question", "")
     if entry is None:  # taken out of the knowledge base meanwhile: look again
         reply = await _respond(ctx, question, kb, device_type=ctx.device_type)
         return Answer(**{**reply.__dict__, "about": question})
+    confidence = state.get("confidences", {}).get(entry.id, state.get("confidence"))
+    if entry.tier == "advanced":
+        if state.get("log_id"):
+            await QuestionLog.filter(id=state["log_id"]).update(kind="handoff", entry_id=entry.id)
+        return Answer("handoff", "该问题需要工程师处理。" + _handoff_text(ctx), entry_id=entry.id, confidence=confidence,
+                      tier=entry.tier, about=question)
     if state.get("log_id"):
-        await QuestionLog.filter(id=state["log_id"]).update(kind="answer")
-    reply = Answer(**{**_entry_answer(entry, state.get("confidence")).__dict__, "log_id": state.get("log_id"),
-                      "about": question})
+        await QuestionLog.filter(id=state["log_id"]).update(kind="answer", entry_id=entry.id)
+    reply = Answer(**{**_entry_answer(entry, confidence).__dict__, "log_id": state.get("log_id"), "about": question})
     return await _give(ctx, reply)
 
 

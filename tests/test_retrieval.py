@@ -189,7 +189,7 @@ def test_asking_for_the_repair_line_is_a_request_for_a_person(said):
     assert retrieval.wants_person(said)
 
 
-@pytest.mark.parametrize("said", ["", "   ", "😀😂👍", "。。。！！！", "\x00\x07\x1b\x7f", "\u200b\ufeff"])
+@pytest.mark.parametrize("said", ["", "   ", "😀😂👍", "。。。！！！", "\x00\x07\x1b\x7f", "\u200b\ufeff", "3", "１２ 3"])
 def test_nothing_readable_gives_no_match(index, said):
     assert index.search(said) == []
     assert not retrieval.normalise_for_check(said)

@@ -126,6 +126,41 @@ async def test_a_new_question_instead_of_yes_or_no_is_answered_as_such(kb):
     assert (reply.kind, reply.entry_id) == ("answer", "vent-01")
 
 
+async def test_a_vague_question_lists_the_problems_it_may_be_and_a_number_answers(kb):
+    """"呼吸机报警了" fits three entries equally well: guessing one would be a wrong answer two times in three."""
+    index, redis = kb
+    listed = await answer("呼吸机报警了", ask(redis, openid="oIcu"), index)
+    assert listed.kind == "clarify" and listed.text.startswith("您说的可能是以下情况，请回复序号：1 “")
+    assert "“呼吸机管路漏气报警怎么处理”" in listed.text and "转人工" in listed.text
+    number = next(n for n in "123" if f"{n} “呼吸机管路漏气报警怎么处理”" in listed.text)
+    chosen = await answer(number, ask(redis, openid="oIcu"), index)
+    assert (chosen.kind, chosen.entry_id, chosen.about) == ("answer", "vent-01", "呼吸机报警了")
+    assert "有帮助吗" in chosen.text
+    log = await QuestionLog.get(id=listed.log_id)
+    assert (log.kind, log.entry_id, log.text) == ("answer", "vent-01", "呼吸机报警了")  # the entry chosen, one row
+    assert (await answer("1", ask(redis, openid="oIcu"), index)).text.startswith("感谢反馈")
+    assert (await QuestionLog.get(id=listed.log_id)).feedback == "helpful"
+
+
+async def test_choosing_an_advanced_problem_from_the_list_hands_it_off(kb):
+    index, redis = kb
+    listed = await answer("离心机报警", ask(redis, openid="oLab2"), index)
+    assert listed.kind == "clarify" and "“冷冻离心机温度降不下来”" in listed.text
+    number = next(n for n in "123" if f"{n} “冷冻离心机温度降不下来”" in listed.text)
+    handed = await answer(number, ask(redis, openid="oLab2"), index)
+    assert (handed.kind, handed.entry_id, handed.tier, handed.about) == ("handoff", "cent-05", "advanced", "离心机报警")
+    assert "工程师" in handed.text
+    assert (await QuestionLog.get(id=listed.log_id)).kind == "handoff"
+
+
+async def test_a_description_instead_of_a_number_is_a_new_question(kb):
+    index, redis = kb
+    assert (await answer("呼吸机报警了", ask(redis, openid="oNight"), index)).kind == "clarify"
+    reply = await answer("呼吸机一直报漏气咋办", ask(redis, openid="oNight"), index)
+    assert (reply.kind, reply.entry_id) == ("answer", "vent-01")
+    assert (await answer("3", ask(redis, openid="oNight"), index)).kind == "decline"  # the list is gone
+
+
 @pytest.fixture
 async def wechat(serve, settings_for, database_url):
     """The served app with the shipped knowledge base and a ventilator (D0001) to scan; ``post(xml)`` sends a signed
