@@ -3,8 +3,10 @@
 - an explicit request for a person ("转人工", "报修", "叫工程师") → ``handoff``;
 - chit-chat, or nothing in the knowledge base close enough → ``decline`` (a short reply saying what the robot does);
 - two entries for different devices nearly tied, no device known → ``clarify`` ("which device?", once);
-- several entries of one device confidently tied (a vague "呼吸机报警了") → ``clarify`` by listing them ("您说的可能是
-  以下情况…"): a number answers with that entry (or hands off an ``advanced`` one), anything else is a new question;
+- a question too vague for one entry — one device's entries confidently tied, or nothing said but "报警"/"坏了"
+  besides the device ("呼吸机报警了") → ``clarify`` by listing that device's relevant entries ("您说的可能是以下
+  情况…"): a number answers with that entry (or hands off an ``advanced`` one), anything else is a new question
+  (with only one relevant entry, it is asked back as below);
 - a confident ``basic`` entry → ``answer`` with its documents and a video course, then "was this helpful?";
 - a relevant but unsure ``basic`` match → ``clarify`` by asking back "您是想问 …吗？" with the entry's question:
   "1"/"是" answers it, "2"/"不是" hands off (and puts the question in the review queue), anything else is a new

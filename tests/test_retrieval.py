@@ -114,13 +114,14 @@ def test_a_device_question_is_not_chitchat(said):
                                   "叫工程师", "派工程师上门", "派个工程师来", "上门维修", "找维修师傅", "让设备科来人",
                                   "赚人工", "转人公", "报休", "工程狮快来", "监护仪黑屏了，叫个工程师", "直接联系工程师",
                                   "安排个人过来", "叫修的来", "派维修的过来", "麻烦来一趟", "什么时候能来修",
-                                  "找维修", "联系维修吧", "说了半天没用 找个懂的人来", "叫个会修的看看", "找个懂行的"])
+                                  "找维修", "联系维修吧", "说了半天没用 找个懂的人来", "叫个会修的看看", "找个懂行的",
+                                  "找个活人", "不要机器人", "机器人听不懂我说的"])
 def test_explicit_requests_for_a_person_are_detected(said):
     assert retrieval.wants_person(said)
 
 
 @pytest.mark.parametrize("said", ["呼吸机漏气报警怎么办", "人工鼻怎么更换", "病人血氧测不出", "你好",
-                                  "监护仪修好以后还要校准吗", "血压计拿过来看结果不准", "维修手册在哪里找",
+                                  "监护仪修好以后还要校准吗", "血压计拿过来看结果不准", "维修手册在哪里找", "你是真人吗", "投诉食堂饭菜太咸",
                                   "找维修记录", "懂的都懂 离心机盖子打不开", "请专业清洁剂擦屏幕可以吗"])
 def test_questions_are_not_requests_for_a_person(said):
     assert not retrieval.wants_person(said)
@@ -184,7 +185,8 @@ def test_trying_the_robot_out_is_chitchat(said):
     assert retrieval.is_chitchat(said)
 
 
-@pytest.mark.parametrize("said", ["维修电话是多少", "售后的联系方式", "工程师电话"])
+@pytest.mark.parametrize("said", ["维修电话是多少", "售后的联系方式", "工程师电话", "设备科值班电话", "值班工程师手机号",
+                                  "我要投诉你们", "叫你们负责人来"])
 def test_asking_for_the_repair_line_is_a_request_for_a_person(said):
     assert retrieval.wants_person(said)
 
@@ -250,3 +252,16 @@ def test_separators_are_every_character_that_is_neither_letter_nor_number():
              if bool(_SEPARATOR.fullmatch(chr(c))) != (unicodedata.category(chr(c))[0] in "PSCMZ")]
     assert wrong == []
 
+
+
+@pytest.mark.parametrize("said", ["血气报警了", "灭菌器报警了", "输液泵坏了", "监护仪坏了", "呼吸机报警了"])
+def test_a_device_name_and_a_word_like_alarm_is_not_answered_from_one_entry(index, said):
+    """"血气报警了" shares its one word with a short wording of one entry: that is no reason to answer from it."""
+    decision = retrieval.decide(index.search(said, limit=retrieval.CONSIDERED), device_known=False)
+    assert decision.kind in ("which_problem", "unsure")
+    assert all(m.entry.device_type == decision.options[0].entry.device_type for m in decision.options)
+
+
+def test_a_specific_question_is_still_answered(index):
+    decision = retrieval.decide(index.search("血气定标失败报警", limit=retrieval.CONSIDERED), device_known=False)
+    assert (decision.kind, decision.options[0].entry.id) == ("answer", "bga-01")
