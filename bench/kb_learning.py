@@ -4,7 +4,7 @@
 
 Run from the project root with the project's venv active. A simulation in memory, over the same data as
 ``bench/kb_eval.py``: the calibration split of ``tests/data/kb_queries.jsonl`` plays the questions staff ask, one
-batch a "week" (batches 1–4); after each week every covered question the robot did not settle on its entry by
+batch a "week" (batches 1–5); after each week every covered question the robot did not settle on its entry by
 itself (answered wrong, asked back about another entry, declined, handed off) is saved by an agent as a variant of
 the right entry — what ``knowledge.learning.save_reply(kind="variant")`` does from the console in one action. The
 index is rebuilt with the shipped calibration (a site does not refit it) and scored on the eval split, which no
