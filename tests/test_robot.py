@@ -195,10 +195,10 @@ async def test_through_wechat_a_hand_off_after_a_scan_opens_a_ticket_for_an_agen
 async def test_through_wechat_no_to_the_question_asked_back_opens_a_ticket_describing_it(wechat):
     post = wechat
     await post(event_xml("SCAN", sender="oIcu", key="d:D0001"))
-    asked = await post(text_xml("电池不太对", sender="oIcu"))
+    asked = await post(text_xml("电池怪怪的", sender="oIcu"))
     assert asked.startswith("您是想问“呼吸机电池电量低报警”吗")
     assert not await Ticket.exists(device__system_number="D0001")
     handed = await post(text_xml("2", sender="oIcu"))
     ticket = await Ticket.get(device__system_number="D0001")
-    assert ticket.description == "电池不太对" and ticket.state == "with_agent"
+    assert ticket.description == "电池怪怪的" and ticket.state == "with_agent"
     assert f"工单号：{ticket.number}" in handed
