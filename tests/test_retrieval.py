@@ -265,3 +265,19 @@ def test_a_device_name_and_a_word_like_alarm_is_not_answered_from_one_entry(inde
 def test_a_specific_question_is_still_answered(index):
     decision = retrieval.decide(index.search("血气定标失败报警", limit=retrieval.CONSIDERED), device_known=False)
     assert (decision.kind, decision.options[0].entry.id) == ("answer", "bga-01")
+
+
+def test_the_typo_trie_matches_what_a_longest_first_alternation_matches():
+    """The typo map's regex is a trie for speed; it must find the same words at the same places."""
+    import re
+
+    from knowledge.text import _TYPOS
+
+    trie, pairs = _TYPOS
+    flat = re.compile("|".join(re.escape(w) for w in sorted(pairs, key=len, reverse=True)))
+    rng = random.Random(3)
+    words = sorted(pairs)
+    samples = (words + ["".join(rng.sample(words, 3)) for _ in range(2000)]
+               + [w[1:] + v for w, v in zip(words, words[1:])] + [w[:-1] for w in words])
+    assert ([(m.start(), m.group(0)) for s in samples for m in trie.finditer(s)]
+            == [(m.start(), m.group(0)) for s in samples for m in flat.finditer(s)])
