@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 from knowledge.text import CODE_TOKEN, bigrams, general_rarity, normalise, tokens_of_normalised
 
@@ -456,6 +456,13 @@ class Index:
         q_chars = norm[:200].replace(" ", "")
         q_words = " ".join(toks)
         weight, gram_weight = weight_of.__getitem__, gram_weight_of.__getitem__
+        # rapidfuzz over all the candidates' texts in two calls (the question prepared once for each), in the order
+        # the loop below walks them.
+        texts = [t for i in candidates for t in self._texts[i]]
+        fuzzy = iter((np.maximum(
+            process.cdist([q_words], [t.words for t in texts], scorer=fuzz.token_set_ratio, dtype=np.float64)[0],
+            process.cdist([q_chars], [t.chars for t in texts], scorer=fuzz.ratio, dtype=np.float64)[0]) / 100.0
+        ).tolist())
         out = []
         for i in candidates:
             best_text = second_text = 0.0
@@ -468,14 +475,7 @@ class Index:
                 g_cov = g_shared / g_weight
                 gt_cov = g_shared / t.gram_weight
                 g_overlap = 2 * g_cov * gt_cov / (g_cov + gt_cov) if g_shared else 0.0
-                lexical = 0.4 * overlap + 0.3 * g_overlap
-                if lexical + 0.3 <= second_text:
-                    continue  # even a perfect fuzzy match would not make it one of the entry's two best texts
-                # rapidfuzz stops early below the cutoff (and answers 0): only a fuzz that could matter is computed
-                cutoff = max(0.0, (second_text - lexical) / 0.3 * 100.0 - 1e-6)
-                fz = max(fuzz.token_set_ratio(q_words, t.words, score_cutoff=cutoff),
-                         fuzz.ratio(q_chars, t.chars, score_cutoff=cutoff)) / 100.0
-                this = lexical + 0.3 * fz
+                this = 0.4 * overlap + 0.3 * g_overlap + 0.3 * next(fuzzy)
                 if this > best_text:
                     best_text, second_text = this, best_text
                 elif this > second_text:
