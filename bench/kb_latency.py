@@ -9,7 +9,9 @@ takes a seed entry, prefixes a brand and a model number, and mixes in a variant 
 device, so the vocabulary and the posting lists grow as a real multi-brand knowledge base's would. The queries
 are ``tests/data/kb_queries.jsonl`` (all splits). One warm-up pass is not measured; the segmentation cache is
 cleared before every timed search and every timed build (3 builds, the median is the figure: this machine's speed
-wanders by a quarter from one minute to the next). Targets: p99 < 2 ms per question; build < 5 s.
+wanders by a quarter from one minute to the next). Targets: p99 < 2 ms per question; build < 5 s. Besides the p99
+over every timed search, the p99 of each question's median over the rounds is printed: what a question costs,
+without the single moments the machine stalled.
 
 Wall-clock time is the target; the CPU time of the measuring thread is printed beside it, because on a shared
 machine the wall clock also counts the time other processes held the core (compare the two before trusting a p99).
@@ -76,13 +78,17 @@ def main() -> int:
     for q in queries:
         index.search(q)
     timings, cpu = [], []
+    per_question: list[list[float]] = [[] for _ in queries]
     for _ in range(args.rounds):
-        for q in queries:
+        for k, q in enumerate(queries):
             _segment.cache_clear()  # a new question is segmented afresh: measure that too
             t0, c0 = time.perf_counter(), time.thread_time()
             index.search(q)
             timings.append((time.perf_counter() - t0) * 1000)
             cpu.append((time.thread_time() - c0) * 1000)
+            per_question[k].append(timings[-1])
+    # Each question's median over the rounds: what that question costs, without the moments the machine stalled.
+    typical = sorted(statistics.median(t) for t in per_question)
     timings.sort()
     cpu.sort()
     p50 = statistics.median(timings)
@@ -96,6 +102,8 @@ def main() -> int:
           f"{statistics.median(builds_cpu):.2f} s CPU (target < 5 s)")
     print(f"search: p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {timings[-1]:.3f} ms wall; "
           f"CPU p50 {statistics.median(cpu):.3f} ms, p99 {cpu_p99:.3f} ms (target p99 < 2 ms)")
+    print(f"per question, the median of its {args.rounds} rounds: p50 {statistics.median(typical):.3f} ms, "
+          f"p99 {typical[min(len(typical) - 1, int(len(typical) * 0.99))]:.3f} ms")
     return 0
 
 
