@@ -120,6 +120,17 @@ def test_explicit_requests_for_a_person_are_detected(said):
     assert retrieval.wants_person(said)
 
 
+def test_requests_for_a_person_written_apart_are_recognised_and_their_look_alikes_are_not():
+    """``data/person_requests.jsonl``: 90 ways staff ask for a person (dialect, typos, impatience, with a fault) and 50
+    messages that mention engineers, repairs or phones without asking for anyone ("工程师上次说…", "保修期多久",
+    "不用派人了"), written by someone who saw neither the rules nor the query set."""
+    rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "person_requests.jsonl")
+            .read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert sum(r["person"] for r in rows) == 90 and len(rows) == 140
+    assert [r["q"] for r in rows if r["person"] and not retrieval.wants_person(r["q"])] == []
+    assert [r["q"] for r in rows if not r["person"] and retrieval.wants_person(r["q"])] == []
+
+
 @pytest.mark.parametrize("said", ["呼吸机漏气报警怎么办", "人工鼻怎么更换", "病人血氧测不出", "你好",
                                   "监护仪修好以后还要校准吗", "血压计拿过来看结果不准", "维修手册在哪里找", "你是真人吗", "投诉食堂饭菜太咸",
                                   "找维修记录", "懂的都懂 离心机盖子打不开", "请专业清洁剂擦屏幕可以吗"])
