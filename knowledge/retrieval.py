@@ -143,8 +143,9 @@ class Match:
 @dataclass(frozen=True)
 class Decision:
     """What the robot should do with a question's matches (``decide``): ``decline`` (nothing relevant),
-    ``which_device`` (two devices nearly tied, none known), ``which_problem`` (one device's entries confidently tied),
-    ``unsure`` (relevant, below the answer bar: ask back), ``answer``. ``options`` are the matches to offer or use,
+    ``which_device`` (two devices nearly tied, none known), ``which_problem`` (too vague for one entry: one device's
+    entries confidently tied, or too little said besides the device), ``unsure`` (relevant, below the answer bar, or
+    vague with one relevant entry: ask back), ``answer``. ``options`` are the matches to offer or use,
     best first."""
 
     kind: str
@@ -298,8 +299,8 @@ def _device_tokens() -> frozenset[str]:
 @contextmanager
 def _collector_paused():
     """The cyclic garbage collector off while an index is built: the build makes hundreds of thousands of objects
-    and no cycles, and each collection it would trigger walks everything made so far (a quarter of a 10,000-entry
-    build's time). Reference counting still frees as usual; the collector is back on afterwards."""
+    and no cycles, and each collection it would trigger walks everything made so far (about a fifth of a
+    10,000-entry build's time). Reference counting still frees as usual; the collector is back on afterwards."""
     was_on = gc.isenabled()
     gc.disable()
     try:

@@ -209,8 +209,7 @@ async def _respond(ctx: AskContext, said: str, kb: KnowledgeIndex, *, device_typ
         return logged
     entry = best.entry
     if entry.tier == "advanced":
-        return await _log(ctx, said, Answer("handoff", "该问题需要工程师处理。" + _handoff_text(ctx), entry_id=entry.id,
-                                            confidence=best.confidence, tier=entry.tier), device_type)
+        return await _log(ctx, said, _engineer_needed(ctx, entry, best.confidence), device_type)
     if decision.kind == "unsure":
         # Relevant but unsure: ask back rather than guess, or hand off a question the robot may well know.
         reply = Answer("clarify", f"您是想问“{entry.question}”吗？回复 1 是，2 不是（转人工）。", entry_id=entry.id,
@@ -220,6 +219,12 @@ async def _respond(ctx: AskContext, said: str, kb: KnowledgeIndex, *, device_typ
                               "confidence": best.confidence, "question": said})
         return logged
     return await _give(ctx, await _log(ctx, said, _entry_answer(entry, best.confidence), device_type))
+
+
+def _engineer_needed(ctx: AskContext, entry: retrieval.KBEntry, confidence: float | None) -> Answer:
+    """An ``advanced`` entry: the fault is an engineer's, the question goes to the remote service centre."""
+    return Answer("handoff", "该问题需要工程师处理。" + _handoff_text(ctx), entry_id=entry.id, confidence=confidence,
+                  tier=entry.tier)
 
 
 def _entry_answer(entry: retrieval.KBEntry, confidence: float | None) -> Answer:
@@ -246,8 +251,7 @@ async def _settle(ctx: AskContext, state: dict, kb: KnowledgeIndex, entry_id: st
     if entry.tier == "advanced":
         if state.get("log_id"):
             await QuestionLog.filter(id=state["log_id"]).update(kind="handoff", entry_id=entry.id)
-        return Answer("handoff", "该问题需要工程师处理。" + _handoff_text(ctx), entry_id=entry.id, confidence=confidence,
-                      tier=entry.tier, about=question)
+        return Answer(**{**_engineer_needed(ctx, entry, confidence).__dict__, "about": question})
     if state.get("log_id"):
         await QuestionLog.filter(id=state["log_id"]).update(kind="answer", entry_id=entry.id)
     reply = Answer(**{**_entry_answer(entry, confidence).__dict__, "log_id": state.get("log_id"), "about": question})
