@@ -13,7 +13,7 @@ Search, per question:
    A question word the base never uses weighs by its rarity in everyday Chinese (``text.general_rarity``): fillers
    cost nothing, a rare unknown word ("转子", "中央站") lowers every entry's coverage. An error code the question
    quotes and an entry lacks ranks that entry down (E-77 is not E-05); another device named ranks its entries down,
-   and so does, when the question names none, another device than the one just scanned;
+   and a question that names none is read with the name of the device just scanned ("报警了" → "呼吸机报警了");
 4. a calibrated confidence: a logistic mapping from (score, margin to the next entry, coverage, content, anchored —
    the question names the entry's device or a word only that device's entries use —, same error code, support —
    the entry's second-best wording, high when several of its texts are close to the question) fitted on the
@@ -59,8 +59,8 @@ VAGUE_BELOW = 1.8
 CHOICES = 3
 CONSIDERED = 1 + CHOICES  # matches the robot asks ``Index.search`` for before ``decide``
 DEVICE_BOOST = 0.06  # score added to entries of the device just scanned: breaks ties, never excludes others
-# A question that names no device is about the device just scanned: other devices' entries are ranked down as if it
-# had named it (DEVICE_MISMATCH), and that device's entries weigh double when candidates are proposed.
+# A question that names no device is about the device just scanned: it is read with that device's name (other
+# devices' entries ranked down by DEVICE_MISMATCH), and that device's entries weigh double among the candidates.
 SCANNED_CANDIDATE_FACTOR = 2.0
 
 CANDIDATES = 16  # entries scored in full after the inverted-index pass
@@ -430,6 +430,10 @@ class Index:
     def score(self, text: str, *, device_type: str | None = None) -> list[Scored]:
         """Every candidate's raw evidence, best first (calibration and the benches read this)."""
         norm = normalise_for_check(text)
+        scanned = bool(device_type and norm and not mentioned_devices(norm))
+        if scanned:
+            # No device named, one just scanned: "报警了" means "呼吸机报警了", and is searched and weighed as such.
+            norm = f"{normalise(device_label(device_type))} {norm}"
         toks = tokens_of_normalised(norm)
         if not toks:
             return []
@@ -452,11 +456,9 @@ class Index:
             ids = self._posting_array("\x01" + gram)
             if ids is not None:
                 acc[ids] += _BIGRAM_WEIGHT * self._idf["\x01" + gram]
-        named = mentioned_devices(norm)
-        if device_type and not named:
-            named = {device_type}  # scanned, and no other device named: the question is about it
-            if device_type in self._of_type:
-                acc[self._of_type[device_type]] *= SCANNED_CANDIDATE_FACTOR
+        named = mentioned_devices(norm) or ({device_type} if scanned else set())
+        if scanned and device_type in self._of_type:
+            acc[self._of_type[device_type]] *= SCANNED_CANDIDATE_FACTOR
         touched = np.flatnonzero(acc)
         if not touched.size:
             return []

@@ -195,10 +195,24 @@ async def test_through_wechat_a_hand_off_after_a_scan_opens_a_ticket_for_an_agen
 async def test_through_wechat_no_to_the_question_asked_back_opens_a_ticket_describing_it(wechat):
     post = wechat
     await post(event_xml("SCAN", sender="oIcu", key="d:D0001"))
-    asked = await post(text_xml("电池怪怪的", sender="oIcu"))
-    assert asked.startswith("您是想问“呼吸机电池电量低报警”吗")
+    asked = await post(text_xml("气压有点低吧", sender="oIcu"))
+    assert asked.startswith("您是想问“呼吸机提示E-05气源压力低”吗")
     assert not await Ticket.exists(device__system_number="D0001")
     handed = await post(text_xml("2", sender="oIcu"))
     ticket = await Ticket.get(device__system_number="D0001")
-    assert ticket.description == "电池怪怪的" and ticket.state == "with_agent"
+    assert ticket.description == "气压有点低吧" and ticket.state == "with_agent"
     assert f"工单号：{ticket.number}" in handed
+
+
+async def test_through_wechat_a_vague_alarm_after_a_scan_lists_that_devices_alarms(wechat):
+    """After scanning the ventilator, "报警了" means "the ventilator alarms": its alarms are listed, a number answers,
+    and no ticket is opened for a question the robot could settle."""
+    post = wechat
+    await post(event_xml("SCAN", sender="oWard", key="d:D0001"))
+    listed = await post(text_xml("报警了", sender="oWard"))
+    assert listed.startswith("您说的可能是以下情况，请回复序号：1 “呼吸机")
+    assert "“呼吸机管路漏气报警怎么处理”" in listed and "监护仪" not in listed
+    number = next(n for n in "123" if f"{n} “呼吸机管路漏气报警怎么处理”" in listed)
+    answered = await post(text_xml(number, sender="oWard"))
+    assert "Y 型件" in answered and "有帮助吗" in answered
+    assert not await Ticket.exists(device__system_number="D0001")
