@@ -430,10 +430,12 @@ class Index:
     def score(self, text: str, *, device_type: str | None = None) -> list[Scored]:
         """Every candidate's raw evidence, best first (calibration and the benches read this)."""
         norm = normalise_for_check(text)
-        scanned = bool(device_type and norm and not mentioned_devices(norm))
+        named = mentioned_devices(norm)
+        scanned = bool(device_type and norm and not named)
         if scanned:
             # No device named, one just scanned: "报警了" means "呼吸机报警了", and is searched and weighed as such.
             norm = f"{normalise(device_label(device_type))} {norm}"
+            named = {device_type}
         toks = tokens_of_normalised(norm)
         if not toks:
             return []
@@ -456,7 +458,6 @@ class Index:
             ids = self._posting_array("\x01" + gram)
             if ids is not None:
                 acc[ids] += _BIGRAM_WEIGHT * self._idf["\x01" + gram]
-        named = mentioned_devices(norm) or ({device_type} if scanned else set())
         if scanned and device_type in self._of_type:
             acc[self._of_type[device_type]] *= SCANNED_CANDIDATE_FACTOR
         touched = np.flatnonzero(acc)
