@@ -3,6 +3,7 @@ and chit-chat. Pure Python: no database, no Redis. Accuracy figures live in benc
 
 import json
 import random
+import re
 import sys
 import unicodedata
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from knowledge import retrieval
 from knowledge.retrieval import ANSWER_AT, Index, KBEntry
-from knowledge.text import _SEPARATOR, normalise, tokens
+from knowledge.text import _SEPARATOR, _TYPOS, normalise, tokens
 
 DATA = Path(__file__).resolve().parent.parent / "knowledge" / "data"
 SEED = json.loads((DATA / "kb_seed.json").read_text(encoding="utf-8"))
@@ -280,9 +281,6 @@ def test_a_specific_question_is_still_answered(index):
 
 def test_the_typo_trie_matches_what_a_longest_first_alternation_matches():
     """The typo map's regex is a trie for speed; it must find the same words at the same places."""
-    import re
-
-    from knowledge.text import _TYPOS
 
     trie, pairs = _TYPOS
     flat = re.compile("|".join(re.escape(w) for w in sorted(pairs, key=len, reverse=True)))
