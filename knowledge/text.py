@@ -131,6 +131,12 @@ def normalise(text: str) -> str:
 
 
 _TYPOS = _load_typos()
+# A bed, floor, room, ward or hour by number ("3床", "12号床", "5楼", "二病区", "8点") says where or when, not what is
+# wrong; jieba cuts it whole or as number + word. (Ward and department names were tried too: cross-validation on the
+# calibration split lost lay questions and declines with them, since "检验科" or "供应室" hint at the device.)
+_NUMBER = re.compile(r"[0-9一二三四五六七八九十两]+")
+_PLACE_OR_TIME = re.compile(r"号床|床|号楼|楼|层|病区|区|号房|房|间|室|点钟|点|分钟|小时")
+_NUMBERED_PLACE_OR_TIME = re.compile(rf"(?:{_NUMBER.pattern})(?:{_PLACE_OR_TIME.pattern})")
 _DOMAIN_WORDS = frozenset(
     {line.split()[0] for line in DOMAIN_DICT.read_text(encoding="utf-8").splitlines() if line.strip()}
     | {w for right in _TYPOS[1].values() for w in right.split()})
@@ -163,7 +169,23 @@ def _segment(chunk: str) -> tuple[str, ...]:
     """A chunk's words, stop words dropped (the chunk's whole result is cached, filtering included)."""
     if CODE_TOKEN.fullmatch(chunk):
         return (chunk,)
-    return tuple(w for w in (word.strip() for word in jieba.lcut(chunk, HMM=True)) if w and w not in STOP_WORDS)
+    words = [w for w in (word.strip() for word in jieba.lcut(chunk, HMM=True)) if w and w not in STOP_WORDS]
+    return tuple(_without_numbered_places(words))
+
+
+def _without_numbered_places(words: list[str]) -> list[str]:
+    """``words`` without a numbered bed, floor, room or hour ("3" "床", "5楼"); a number alone stays ("报12" is
+    Err 12, "3000转" a speed)."""
+    out = []
+    for i, w in enumerate(words):
+        if _NUMBERED_PLACE_OR_TIME.fullmatch(w):
+            continue
+        if _NUMBER.fullmatch(w) and i + 1 < len(words) and _PLACE_OR_TIME.fullmatch(words[i + 1]):
+            continue
+        if _PLACE_OR_TIME.fullmatch(w) and i and _NUMBER.fullmatch(words[i - 1]):
+            continue
+        out.append(w)
+    return out
 
 
 def tokens_of_normalised(norm: str) -> list[str]:
