@@ -100,13 +100,34 @@ _DEVICE_NAMES = {
 _DEVICE_NAME_RE = re.compile("|".join(
     (rf"(?<![a-z]){re.escape(n)}(?![a-z])" if n.isascii() else re.escape(n))
     for n in sorted(_DEVICE_NAMES, key=len, reverse=True)))
-# Clinical decisions are never the robot's: such a question must not borrow a device entry's answer.
+# Clinical decisions are never the robot's: such a question must not borrow a device entry's answer. A patient's
+# symptom, a drug's dose, a setting chosen for a patient, what a value means for a patient, whether to call the
+# doctor — but not a reading the device gets wrong ("潮气量设500 监测才300", "推肝素 显示堵塞", "探头要不要换").
 _CLINICAL = re.compile(
-    r"吃什么药|用什么药|吃药|用药|插管|多少焦|剂量|潮气量|诊断|治疗|要不要(?:插|用|吃|打|上|加|减|调|停|换)")
+    # symptoms and conditions
+    r"(?:发烧|发热|高烧|高热|退烧|胸闷|胸痛|心慌|(?<!得)头晕|抽搐|惊厥|昏迷|意识不清|烦躁|休克|缺氧|心梗|肾衰|脓毒症|血栓|糖尿病)"
+    r"(?![^ ]{0,8}?(?:显示|才|却|测出|读数|探头))"
+    r"|(?:心率|心跳|血压|血糖|血钾|血钠)(?:太|很|偏|有点)?(?:快|慢|高|低)(?!报警|限|压)|低钾|高钾|危急值(?!.{0,6}(?:发送|传|收不到))"
+    # drugs and doses, treatment and care
+    r"|吃什么药|用什么药|吃啥药|吃药|用药|停药|(?<!试)剂量|怎么配(?!平)|多少单位|多少滴|多少焦|泵速多少"
+    r"|(?:速度|泵速)给多少|多少速度|补钾|补钠|推糖|输血|扩容|镇静|抗凝|复律|复温|撤机|约束|换药|敷料(?!包)|护理要点|照蓝光|隔离"
+    r"|诊断|(?<!治疗盘)治疗(?!盘|车)|插管|吸氧|(?:要|该)吸痰|吸痰负压"
+    # a value or setting for a patient: 设多少, 给多少, PEEP 多少合适, 88 正常吗, 严重吗, 要紧不, 说明啥
+    r"|(?:设|给|补)多少|多少合适|(?:什么|哪个)模式|还是(?:ac|simv|psv|cpap|bipap)"
+    r"|\d[^ ]{0,3}?(?:正常吗|正常不|严重吗|要紧)|严重吗|要紧不|要紧吗|说明啥|说明什么|是什么情况"
+    # whether to act on the patient: 要不要叫医生, 要输血吗, 要上呼吸机吗, 需要处理吗
+    r"|(?:要不要|需不需要|该不该)(?:叫|找|报告|通知)?医生|报告医生|叫医生"
+    r"|要不要(?:插|用|吃|打|上|加|减|停|推|补|给|吸)|要(?:吃|用|推|补|输|停|加|上|处理|扩)[^ ]{0,4}?吗|需要处理吗"
+    r"|能不能(?:继续|撤|推|同步)")
 DEVICE_MISMATCH = 0.35  # score kept by entries of another device than the one(s) the question names
 CLINICAL_FACTOR = 0.5  # score kept by every entry for a clinical-decision question
 NO_CONTENT_FACTOR = 0.5  # score kept by an entry sharing nothing with the question but a device name
 CODE_MISMATCH = 0.4  # score kept by an entry lacking the error code the question quotes (E-77 is not E-05)
+
+
+def is_clinical(text: str) -> bool:
+    """A question about a patient's care (symptom, drug, dose, a setting or value for a patient), not the device."""
+    return bool(_CLINICAL.search(normalise(text)))
 
 
 def mentioned_devices(norm: str) -> set[str]:
@@ -544,7 +565,10 @@ class Index:
             if device_type and entry_type == device_type:
                 score += DEVICE_BOOST
             if clinical:
+                # Whatever its words share with an entry, a clinical question is not what the entry answers.
                 score *= CLINICAL_FACTOR
+                coverage *= CLINICAL_FACTOR
+                content *= CLINICAL_FACTOR
             anchored = 1.0 if entry_type in hinted or entry_type == device_type else 0.0
             out.append(Scored(i, score, coverage, content, anchored, code, second_text, c_weight))
         out.sort(key=lambda s: s.score, reverse=True)

@@ -43,6 +43,8 @@ NOT_MEANT = {"2", "不是", "不对", "都不是", "否", "转人工"}
 
 CAN_DO = ("我是设备服务助手，可以解答设备的常见故障（例如“呼吸机报警E-05怎么办”），"
           "也可以帮您报修：扫描设备二维码，或回复“转人工”。")
+# A patient's care is the doctor's: the robot says so instead of "I can't answer that".
+CLINICAL_REPLY = "病人的诊疗问题（用药、剂量、参数怎么设、数值是否正常）请咨询主管医生或按科室规范处理，我只解答设备本身的问题。"
 ASK_FEEDBACK = "这个回答有帮助吗？回复 1 有帮助，2 没帮助。"
 
 
@@ -190,7 +192,8 @@ async def _respond(ctx: AskContext, said: str, kb: KnowledgeIndex, *, device_typ
     matches = index.search(said[:MAX_QUESTION], device_type=device_type, limit=retrieval.CONSIDERED)
     decision = retrieval.decide(matches, device_known=clarified or device_type is not None)
     if decision.kind == "decline":
-        return await _log(ctx, said, Answer("decline", "抱歉，这个问题我还不会回答。" + CAN_DO), device_type)
+        text = CLINICAL_REPLY if retrieval.is_clinical(said) else "抱歉，这个问题我还不会回答。"
+        return await _log(ctx, said, Answer("decline", text + CAN_DO), device_type)
     best = matches[0]
     if decision.kind == "which_device":
         options = [m.entry.device_type for m in decision.options]

@@ -72,6 +72,13 @@ async def test_chitchat_and_odd_input_get_a_polite_decline(kb, said):
     assert reply.kind in ("decline", "clarify") and reply.text
 
 
+@pytest.mark.parametrize("said", ["病人发烧39度怎么处理", "ARDS病人PEEP设多少", "血氧88正常吗"])
+async def test_a_clinical_question_is_referred_to_the_doctor(kb, said):
+    index, redis = kb
+    reply = await answer(said, ask(redis), index)
+    assert reply.kind == "decline" and reply.text.startswith(robot.CLINICAL_REPLY)
+
+
 async def test_a_scanned_device_decides_which_entry(kb):
     index, redis = kb
     scanned = await answer("报警了怎么办", ask(redis, device_type="ventilator", device_name="呼吸机"), index)
