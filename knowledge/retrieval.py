@@ -119,6 +119,26 @@ _CLINICAL = re.compile(
     r"|(?:要不要|需不需要|该不该)(?:叫|找|报告|通知)?医生|报告医生|叫医生"
     r"|要不要(?:插|用|吃|打|上|加|减|停|推|补|给|吸)|要(?:吃|用|推|补|输|停|加|上|处理|扩)[^ ]{0,4}?吗|需要处理吗"
     r"|能不能(?:继续|撤|推|同步)")
+# What kind of thing a question asks, where a fault entry never answers it unless one of its wordings asks it too:
+# a price, a schedule, where to get supplies, how to configure, what material to use, how to take apart or connect,
+# how to export data. (question pattern, pattern any wording of an entry that deals with it matches.) "离心机多久保养一次"
+# is not cent-01's imbalance, "呼吸机湿化罐里加什么水" not vent-07's heater, "离心机怎么设置转速" not cent-03's speed.
+_ASKS = {
+    "price": (r"多少钱|价格|报价|贵不贵|费用|收费", r"多少钱|价格|费用|收费"),
+    "schedule": (r"多久[^ ]{0,5}?一次|多长时间[^ ]{0,5}?一次|几(?:天|周|个月|年)[^ ]{0,3}?一次|周期|定期|频率|每隔多久",
+                 r"多久|多长时间|周期|定期|频率|每(?:天|日|周|月|年)|到期|有效期"),
+    "supply": (r"哪里买|在哪买|哪儿买|去哪买|怎么买|采购|订购|申领|在哪领|哪里领|哪家供货",
+               r"买|采购|订购|申领|领取|领用|供货"),
+    "setting": (r"怎么设置|如何设置|怎么设定|在哪设置|在哪里设置|设置在哪|怎么切换|怎么调成|怎么改成",
+                r"设置|设定|怎么设|怎么调|怎么改|调节|调整|切换"),
+    "material": (r"加什么|用什么(?!药)|放什么|换什么|哪种(?:水|液|纸|消毒|清洁)",
+                 r"加什么|用什么|放什么|换什么|什么(?:水|液|纸|包|擦)|哪种"),
+    "assembly": (r"怎么拆|拆下来|拆开|怎么安装|怎么装上|怎么接入|怎么连接|怎么联网", r"拆|安装|装上|接入|连接|联网"),
+    "export": (r"导出|备份|拷出来|拷贝", r"导出|备份|拷出|拷贝"),
+}
+_ASKED = {name: re.compile(q) for name, (q, _) in _ASKS.items()}
+_DEALT_WITH = {name: re.compile(e) for name, (_, e) in _ASKS.items()}
+INTENT_MISMATCH = 0.4  # score kept by an entry none of whose wordings deals with what kind of thing the question asks
 DEVICE_MISMATCH = 0.35  # score kept by entries of another device than the one(s) the question names
 CLINICAL_FACTOR = 0.5  # score kept by every entry for a clinical-decision question
 NO_CONTENT_FACTOR = 0.5  # score kept by an entry sharing nothing with the question but a device name
@@ -386,6 +406,14 @@ class Index:
             by_type[entry.device_type].append(i)
         self._of_type = {t: np.array(ids, dtype=np.intp) for t, ids in by_type.items()}
         self.calibration = calibration
+        self._deals_with: dict[int, frozenset[str]] = {}  # an entry's kinds of question (``_ASKS``), at first need
+
+    def _kinds_dealt_with(self, i: int) -> frozenset[str]:
+        found = self._deals_with.get(i)
+        if found is None:
+            chars = " ".join(t.chars for t in self._texts[i])
+            found = self._deals_with[i] = frozenset(n for n, rx in _DEALT_WITH.items() if rx.search(chars))
+        return found
 
     @classmethod
     def build(cls, entries: Iterable[KBEntry], *, calibration: dict | None = None) -> "Index":
@@ -513,6 +541,7 @@ class Index:
         codes = {t for t in qset if CODE_TOKEN.fullmatch(t)}
         hinted = named | {self._device_words[t] for t in qset if t in self._device_words}
         clinical = bool(_CLINICAL.search(norm))
+        asks = frozenset(n for n, rx in _ASKED.items() if rx.search(norm))
         q_chars = norm[:200].replace(" ", "")
         q_words = " ".join(toks)
         weight, gram_weight = weight_of.__getitem__, gram_weight_of.__getitem__
@@ -562,6 +591,10 @@ class Index:
                     # The question quotes a code this entry doesn't know: another fault, whatever else matches.
                     score *= CODE_MISMATCH
                     content *= CODE_MISMATCH
+            if asks and asks - self._kinds_dealt_with(i):
+                score *= INTENT_MISMATCH
+                coverage *= INTENT_MISMATCH
+                content *= INTENT_MISMATCH
             if device_type and entry_type == device_type:
                 score += DEVICE_BOOST
             if clinical:

@@ -166,6 +166,18 @@ def test_no_knowledge_base_wording_reads_as_clinical():
     assert [t for e in seed for t in (e["question"], *e["variants"]) if retrieval.is_clinical(t)] == []
 
 
+@pytest.mark.parametrize("question", ["血气分析仪的试剂包哪里买", "除颤仪电极片多少钱", "输液泵多久要保养一次",
+                                      "离心机转头怎么拆下来", "监护仪的病人数据怎么导出来"])
+def test_a_price_schedule_supply_or_assembly_question_is_not_answered_from_a_fault_entry(index, question):
+    # "试剂包哪里买" shares its words with bga-03 (the pack has expired) and was answered from it at 0.94.
+    assert confident(index, question) is None
+
+
+def test_an_entry_that_deals_with_what_kind_of_thing_is_asked_still_answers(index):
+    assert confident(index, "高压灭菌器缺水了加什么水") == "auto-04"
+    assert confident(index, "输液泵怎么设置每小时多少毫升") == "pump-07"
+
+
 def test_an_unknown_device_gets_no_confident_answer(index):
     found = index.search("B超机的探头怎么消毒")
     assert not found or found[0].confidence < ANSWER_AT
