@@ -126,7 +126,7 @@ _CLINICAL = re.compile(
 _ASKS = {
     "price": (r"多少钱|价格|报价|贵不贵|费用|收费", r"多少钱|价格|费用|收费"),
     "schedule": (r"多久[^ ]{0,5}?一次|多长时间[^ ]{0,5}?一次|几(?:天|周|个月|年)[^ ]{0,3}?一次|周期|定期|频率|每隔多久",
-                 r"多久|多长时间|周期|定期|频率|每(?:天|日|周|月|年)|到期|有效期"),
+                 r"多久[^ ]{0,5}?一次|多长时间[^ ]{0,5}?一次|几(?:天|周|个月|年)[^ ]{0,3}?一次|周期|定期|频率|每隔"),
     "supply": (r"哪里买|在哪买|哪儿买|去哪买|怎么买|采购|订购|申领|在哪领|哪里领|哪家供货",
                r"买|采购|订购|申领|领取|领用|供货"),
     "setting": (r"怎么设置|如何设置|怎么设定|在哪设置|在哪里设置|设置在哪|怎么切换|怎么调成|怎么改成",
@@ -153,6 +153,43 @@ def is_clinical(text: str) -> bool:
 def mentioned_devices(norm: str) -> set[str]:
     """Type codes of the devices a normalised question names (``"离心机盖子" → {"centrifuge"}``)."""
     return {_DEVICE_NAMES[m.group(0)] for m in _DEVICE_NAME_RE.finditer(norm)}
+
+
+# A device described instead of named ("给病人打气的那个机器", "甩管子的机子", "供应室那口大蒸锅", "放臭氧的柜子"):
+# what it does, shows or holds, said of a machine. Only when one device's description fits, and none of other
+# equipment's ("给腿打气防血栓的", "推针管的小泵", "测肺功能吹气的" are not a ventilator or an infusion pump).
+_A_MACHINE = re.compile(r"机器|机子|仪器|设备|玩意|东西|家伙|盒|箱|柜|屏|显示器|锅|罐|机|仪")
+_DESCRIBED = {device: re.compile(cues) for device, cues in {
+    "ventilator": r"打气|送气|喘气|吹气|鼓肺|给气|吸气吐气|帮[^ ]{0,3}呼吸|通气量|螺纹管|气管插管|插着管|插管病人|气切"
+                  r"|接到喉咙|肺里|潮气量|呼气阀|peep",
+    "monitor": r"(?:看|测|量|显示|监测|监护)[^ ]{0,6}?(?:心跳|心率|心电|血氧|血压|生命体征|脉搏|氧饱和)|波形的|看波形"
+               r"|好几条波形|生命体征|夹手指|手指夹|贴胸口|导联",
+    "infusion_pump": r"输液架|点滴杆|输液杆|吊瓶|滴速|控速|控制[^ ]{0,4}?(?:速|快慢)|打点滴|推药水|输药水|药水|毫升每小时"
+                     r"|预置量|蠕动|滴斗|挂在杆|杆子上|杆上",
+    "centrifuge": r"甩|转血|分离血|分血|分层|转管|转样本|转尿|配平|吊篮|转头|转子|上清|转筒|高速转|一圈转|嗡嗡转",
+    "biochemistry_analyser": r"肝功|肾功|血脂|转氨酶|肌酐|尿素氮|比色杯|吸光度|试剂盘|心肌酶|胆红素|总蛋白|酶学|甘油三酯"
+                             r"|(?<![a-z])alt(?![a-z])|尿酸|电解质",
+    "blood_gas_analyser": r"动脉血|氧分压|二氧化碳分压|酸碱|(?<![a-z])ph(?![a-z])|碳酸氢根|碱剩余|氧合"
+                          r"|(?<![a-z])p(?:o2|co2)(?![a-z])|酸中毒|碱中毒|定标气",
+    "defibrillator": r"电一下|电击|电病人|电[^ ]{0,2}心脏|电回来|放电|电极板|两个[^ ]{0,3}板子|板子一压|急救盒|急救电"
+                     r"|心脏骤停|心跳停|骤停|复律|起搏|黄盒子|救心",
+    "autoclave": r"蒸(?!馏|发)|高压锅|蒸汽|134度|生物监测|(?<![a-z])bd测试|器械包|手术包|锅炉",
+    "disinfection_cabinet": r"碗柜|臭氧|烘碗|餐具|奶瓶|碗筷|餐盘|烘干杀菌|紫外|杀菌[^ ]{0,3}柜|烘[^ ]{0,3}柜",
+}.items()}
+# Cues that also describe other equipment: a pump pushing a syringe, a cuff against thrombosis, a nebuliser.
+_LOOKS_LIKE_OTHER = {device: re.compile(cues) for device, cues in {
+    "ventilator": r"血栓|眼压|肺功能|雾化|腿|袖带", "infusion_pump": r"针管|针筒|注射器|营养|鼻饲",
+    "monitor": r"胎心|保温箱|暖箱|心电图",
+}.items()}
+
+
+def described_device(norm: str) -> str | None:
+    """The one device type a normalised question describes without naming it, or None."""
+    if not _A_MACHINE.search(norm):
+        return None
+    found = [device for device, cues in _DESCRIBED.items() if cues.search(norm)
+             and not (device in _LOOKS_LIKE_OTHER and _LOOKS_LIKE_OTHER[device].search(norm))]
+    return found[0] if len(found) == 1 else None
 
 
 def device_label(device_type: str) -> str:
@@ -507,6 +544,9 @@ class Index:
             # No device named, one just scanned: "报警了" means "呼吸机报警了", and is searched and weighed as such.
             norm = f"{normalise(device_label(device_type))} {norm}"
             named = {device_type}
+        elif norm and not named and (described := described_device(norm)):
+            norm = f"{normalise(device_label(described))} {norm}"  # "打气的那个机器" is the ventilator, read so
+            named = {described}
         toks = tokens_of_normalised(norm)
         if not toks:
             return []
