@@ -12,8 +12,11 @@ Search, per question:
    the entry covers across all its texts;
    A question word the base never uses weighs by its rarity in everyday Chinese (``text.general_rarity``): fillers
    cost nothing, a rare unknown word ("转子", "中央站") lowers every entry's coverage. An error code the question
-   quotes and an entry lacks ranks that entry down (E-77 is not E-05); another device named ranks its entries down,
-   and a question that names none is read with the name of the device just scanned ("报警了" → "呼吸机报警了");
+   quotes and an entry lacks ranks that entry down (E-77 is not E-05), and so does a kind of question none of the
+   entry's wordings asks (a price, a schedule, supplies, configuration, material, assembly, export: ``_ASKS``);
+   a clinical question ranks every entry down; another device named ranks its entries down, and a question that
+   names none is read with the name of the device just scanned ("报警了" → "呼吸机报警了") or of the one device it
+   describes ("给病人打气的机器" → the ventilator);
 4. a calibrated confidence: a logistic mapping from (score, margin to the next entry, coverage, content, anchored —
    the question names the entry's device or a word only that device's entries use —, same error code, support —
    the entry's second-best wording, high when several of its texts are close to the question) fitted on the
