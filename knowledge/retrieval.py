@@ -153,9 +153,17 @@ def is_clinical(text: str) -> bool:
     return bool(_CLINICAL.search(normalise(text)))
 
 
+# An examination, not the machine: "病人推出去做B超" says where the patient went ("做胃镜的主机" is the machine).
+_EXAMS = frozenset({"b超", "超声", "ct", "核磁", "胃镜", "肠镜", "x光机"})
+_HAVING_AN_EXAM = re.compile(r"(?:做|拍|查|去)$")
+_THE_MACHINE_AFTER = re.compile(r"的|机|主机|室|科|探头|屏")
+
+
 def mentioned_devices(norm: str) -> set[str]:
     """Type codes of the devices a normalised question names (``"离心机盖子" → {"centrifuge"}``)."""
-    return {_DEVICE_NAMES[m.group(0)] for m in _DEVICE_NAME_RE.finditer(norm)}
+    return {_DEVICE_NAMES[m.group(0)] for m in _DEVICE_NAME_RE.finditer(norm)
+            if not (m.group(0) in _EXAMS and _HAVING_AN_EXAM.search(norm, 0, m.start())
+                    and not _THE_MACHINE_AFTER.match(norm, m.end()))}
 
 
 # A device described instead of named ("给病人打气的那个机器", "甩管子的机子", "供应室那口大蒸锅", "放臭氧的柜子"):

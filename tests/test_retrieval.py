@@ -198,6 +198,12 @@ def test_a_described_device_is_read_as_named(index):
     assert confident(index, "甩管子的那台机器盖子打不开") == "cent-02"  # declined (0.49) before
 
 
+def test_an_examination_the_patient_went_to_is_not_the_device_asked_about():
+    assert retrieval.mentioned_devices(normalise("病人推出去做B超 输液泵提示快没电了")) == {"infusion_pump"}
+    assert retrieval.mentioned_devices(normalise("做B超的那个机器 探头有杂音")) == {"ultrasound"}
+    assert retrieval.mentioned_devices(normalise("B超机开不了机")) == {"ultrasound"}
+
+
 def test_an_unknown_device_gets_no_confident_answer(index):
     found = index.search("B超机的探头怎么消毒")
     assert not found or found[0].confidence < ANSWER_AT
