@@ -125,7 +125,7 @@ def decide(index: Index, text: str, device_type: str | None = None) -> tuple[str
     if retrieval.is_chitchat(text):
         return "decline", None
     matches = index.search(text, device_type=device_type, limit=retrieval.CONSIDERED)
-    decision = retrieval.decide(matches, device_known=device_type is not None)
+    decision = retrieval.decide(matches, device_known=device_type is not None, clinical=retrieval.is_clinical(text))
     kind = {"which_device": "clarify", "which_problem": "clarify"}.get(decision.kind, decision.kind)
     return kind, decision.options[0].entry.id if decision.options else None
 

@@ -190,9 +190,10 @@ async def _respond(ctx: AskContext, said: str, kb: KnowledgeIndex, *, device_typ
         return await _log(ctx, said, Answer("decline", CAN_DO), device_type)
     index = await kb.current()
     matches = index.search(said[:MAX_QUESTION], device_type=device_type, limit=retrieval.CONSIDERED)
-    decision = retrieval.decide(matches, device_known=clarified or device_type is not None)
+    clinical = retrieval.is_clinical(said)
+    decision = retrieval.decide(matches, device_known=clarified or device_type is not None, clinical=clinical)
     if decision.kind == "decline":
-        text = CLINICAL_REPLY if retrieval.is_clinical(said) else "抱歉，这个问题我还不会回答。"
+        text = CLINICAL_REPLY if clinical else "抱歉，这个问题我还不会回答。"
         return await _log(ctx, said, Answer("decline", text + CAN_DO), device_type)
     best = matches[0]
     if decision.kind == "which_device":

@@ -154,7 +154,8 @@ def test_clinical_questions_written_apart_get_no_answer_and_device_faults_that_s
             .read_text(encoding="utf-8").splitlines() if line.strip()]
     assert sum(r["clinical"] for r in rows) == 80 and len(rows) == 160
     answered = [r["q"] for r in rows if r["clinical"]
-                if retrieval.decide(index.search(r["q"], limit=retrieval.CONSIDERED), device_known=False).kind
+                if retrieval.decide(index.search(r["q"], limit=retrieval.CONSIDERED), device_known=False,
+                                    clinical=retrieval.is_clinical(r["q"])).kind
                 == "answer"]
     assert answered == []
     assert [r["q"] for r in rows if not r["clinical"] and retrieval.is_clinical(r["q"])] == []
@@ -202,6 +203,19 @@ def test_an_examination_the_patient_went_to_is_not_the_device_asked_about():
     assert retrieval.mentioned_devices(normalise("病人推出去做B超 输液泵提示快没电了")) == {"infusion_pump"}
     assert retrieval.mentioned_devices(normalise("做B超的那个机器 探头有杂音")) == {"ultrasound"}
     assert retrieval.mentioned_devices(normalise("B超机开不了机")) == {"ultrasound"}
+
+
+@pytest.mark.parametrize("said", ["不是", "是的", "对"])
+def test_a_bare_yes_or_no_matches_no_entry(index, said):
+    # "不是" once matched the one wording that said "温度…不是37了" and handed off an advanced entry.
+    assert confident(index, said) is None
+
+
+def test_two_confidences_near_one_are_not_a_tie_when_the_scores_are_far_apart(index):
+    # vent-01 (the leak) and vent-05 (gas supply, whose answer mentions listening for a leak) both calibrate above
+    # 0.97 for this question; the raw scores (0.93 against 0.62) say which it is.
+    decision = retrieval.decide(index.search("呼吸机一直报漏气咋办", limit=retrieval.CONSIDERED), device_known=False)
+    assert (decision.kind, decision.options[0].entry.id) == ("answer", "vent-01")
 
 
 def test_an_unknown_device_gets_no_confident_answer(index):

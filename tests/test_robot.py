@@ -9,7 +9,7 @@ import xmltodict
 from core.models import Hospital
 from core.redis import create_redis
 from core.settings import Settings
-from knowledge import robot
+from knowledge import retrieval, robot
 from knowledge.demo import SEED
 from knowledge.entries import import_entries
 from knowledge.models import QuestionLog
@@ -36,7 +36,7 @@ async def test_a_basic_question_gets_the_answer_documents_and_a_feedback_questio
     index, redis = kb
     reply = await answer("呼吸机一直报漏气咋办", ask(redis), index)
     assert (reply.kind, reply.entry_id) == ("answer", "vent-01")
-    assert "有帮助吗" in reply.text and reply.confidence >= 0.7
+    assert "有帮助吗" in reply.text and reply.confidence >= retrieval.ANSWER_AT
     log = await QuestionLog.get(id=reply.log_id)
     assert (log.kind, log.entry_id) == ("answer", "vent-01")
     unhelpful = await answer("2", ask(redis), index)
@@ -99,36 +99,43 @@ async def test_new_entries_are_used_without_a_restart(kb):
     assert (reply.kind, reply.entry_id) == ("answer", "ice-01")
 
 
-async def test_an_unsure_match_is_asked_back_and_yes_answers_it(kb):
+@pytest.fixture
+def answer_bar(monkeypatch):
+    """The bar raised above one phrase's confidence: the ask-back flow ("您是想问…吗？") is tested for a relevant match
+    below the bar wherever a refit of the calibration happens to put that phrase."""
+    monkeypatch.setattr(retrieval, "ANSWER_AT", 0.95)
+
+
+async def test_an_unsure_match_is_asked_back_and_yes_answers_it(kb, answer_bar):
     index, redis = kb
-    asked = await answer("血气打印那块不对劲", ask(redis), index)
+    asked = await answer("血气的打印好像不太对", ask(redis), index)
     assert (asked.kind, asked.entry_id) == ("clarify", "bga-04")
     assert asked.text == "您是想问“血气分析仪打印机不出纸”吗？回复 1 是，2 不是（转人工）。"
     yes = await answer("是", ask(redis), index)
-    assert (yes.kind, yes.entry_id, yes.about) == ("answer", "bga-04", "血气打印那块不对劲")
+    assert (yes.kind, yes.entry_id, yes.about) == ("answer", "bga-04", "血气的打印好像不太对")
     assert "有帮助吗" in yes.text and yes.docs
     log = await QuestionLog.get(id=asked.log_id)
-    assert (log.kind, log.entry_id, log.text) == ("answer", "bga-04", "血气打印那块不对劲")  # one row for the question
+    assert (log.kind, log.entry_id, log.text) == ("answer", "bga-04", "血气的打印好像不太对")  # one row for the question
     assert (await answer("1", ask(redis), index)).text.startswith("感谢反馈")
     assert (await QuestionLog.get(id=asked.log_id)).feedback == "helpful"
 
 
-async def test_no_to_the_question_asked_back_hands_off_and_queues_it_for_review(kb):
+async def test_no_to_the_question_asked_back_hands_off_and_queues_it_for_review(kb, answer_bar):
     from knowledge.learning import review_queue
 
     index, redis = kb
-    asked = await answer("血气打印那块不对劲", ask(redis, openid="oLab"), index)
+    asked = await answer("血气的打印好像不太对", ask(redis, openid="oLab"), index)
     assert asked.kind == "clarify"
     no = await answer("不是", ask(redis, openid="oLab"), index)
-    assert (no.kind, no.about) == ("handoff", "血气打印那块不对劲") and "转接" in no.text
-    assert "血气打印那块不对劲" in [log.text for log in await review_queue()]
+    assert (no.kind, no.about) == ("handoff", "血气的打印好像不太对") and "转接" in no.text
+    assert "血气的打印好像不太对" in [log.text for log in await review_queue()]
     # Asked once: a "不是" later is a new message, not a second refusal.
     assert (await answer("不是", ask(redis, openid="oLab"), index)).kind != "handoff"
 
 
-async def test_a_new_question_instead_of_yes_or_no_is_answered_as_such(kb):
+async def test_a_new_question_instead_of_yes_or_no_is_answered_as_such(kb, answer_bar):
     index, redis = kb
-    assert (await answer("血气打印那块不对劲", ask(redis, openid="oWard"), index)).kind == "clarify"
+    assert (await answer("血气的打印好像不太对", ask(redis, openid="oWard"), index)).kind == "clarify"
     reply = await answer("呼吸机漏气报警怎么处理", ask(redis, openid="oWard"), index)
     assert (reply.kind, reply.entry_id) == ("answer", "vent-01")
 
@@ -199,8 +206,9 @@ async def test_through_wechat_a_hand_off_after_a_scan_opens_a_ticket_for_an_agen
     assert "设备服务助手" in chit
 
 
-async def test_through_wechat_no_to_the_question_asked_back_opens_a_ticket_describing_it(wechat):
+async def test_through_wechat_no_to_the_question_asked_back_opens_a_ticket_describing_it(wechat, monkeypatch):
     post = wechat
+    monkeypatch.setattr(retrieval, "ANSWER_AT", 0.999)  # asked back, wherever the calibration puts this phrase
     await post(event_xml("SCAN", sender="oIcu", key="d:D0001"))
     asked = await post(text_xml("气压有点低吧", sender="oIcu"))
     assert asked.startswith("您是想问“呼吸机提示E-05气源压力低”吗")
