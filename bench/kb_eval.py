@@ -75,6 +75,22 @@ How the query set was written and split (``batch``; rows without it are batch 1)
   the old rules missed 21 of 90 requests and took 16 of 50 look-alikes for requests). The eval split's aggregate
   hand-off counts were printed while the rules were revised, so its hand-off figure (98.1 %, batch 5 11 of 12) is
   not blind; no eval row was read.
+- Batch 6 (217 written, 184 kept: lines within a fuzz ratio of 85 of any knowledge-base text or earlier query dropped
+  unread) came from a fifth author who saw only the entries; split as batch 4. Its calibration rows were read (like
+  batches 1–2), its eval rows never. Fifth round, each change chosen by 5-fold cross-validation on the calibration
+  split: a numbered bed, floor or hour is not part of the question; clinical questions (a second rule, from 160
+  questions written apart for it, ``tests/data/clinical_questions.jsonl``) rank every entry down and are never asked
+  back about; a kind of question no wording of an entry asks (price, schedule, supplies, configuration, material,
+  assembly, export, upgrade) ranks that entry down; a device described, not named, is read as named (from 258
+  descriptions written apart, ``tests/data/device_descriptions.jsonl``); two more typo pairs (报井, 泄露) and "做B超"
+  as an examination, from batch 6's calibration misses; 660 lay wordings from two more authors who saw only the
+  entries (47 within a fuzz ratio of 80 of a labelled query dropped unread); answer from 0.6 instead of 0.7; one
+  device's entries tied only when their raw scores are close as well. The person-request rules were widened from 160
+  messages written apart (``person_requests.jsonl``); checking them on the calibration split showed one batch-4
+  calibration row the widened rules took for a request ("…巡检什么时候来"), and the rules were narrowed for it. The eval
+  split was then run once: covered 94.0 % (the code of round four: 85.8 % on the same 711 rows), lay 88.8 % (69.7 %),
+  decline 87.5 % (85.5 %), hand-off 98.3 % (96.6 %); batch 6 alone, fresh to both: covered 94.0 % (73.1 %), lay
+  90.3 % (54.8 %), decline 90.0 % (85.0 %), hand-off 6 of 6 (5 of 6).
 """
 
 from __future__ import annotations
