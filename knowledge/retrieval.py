@@ -474,7 +474,11 @@ class Index:
         found = self._deals_with.get(i)
         if found is None:
             chars = " ".join(t.chars for t in self._texts[i])
-            found = self._deals_with[i] = frozenset(n for n, rx in _DEALT_WITH.items() if rx.search(chars))
+            # How to configure something is what the entry is about only if its question asks it: a fault's
+            # wordings mention settings as what was tried ("转速设置3000只到1500").
+            question = self._texts[i][0].chars
+            found = self._deals_with[i] = frozenset(
+                n for n, rx in _DEALT_WITH.items() if rx.search(question if n == "setting" else chars))
         return found
 
     @classmethod

@@ -174,6 +174,12 @@ def test_a_price_schedule_supply_or_assembly_question_is_not_answered_from_a_fau
     assert confident(index, question) is None
 
 
+def test_how_to_configure_is_answered_only_by_an_entry_whose_question_asks_it(index):
+    # cent-03's wordings mention the speed setting as what was tried; it is about a speed that will not rise.
+    assert confident(index, "离心机怎么设置离心时间") is None
+    assert confident(index, "输液泵怎么设置输液速度") == "pump-07"
+
+
 def test_an_entry_that_deals_with_what_kind_of_thing_is_asked_still_answers(index):
     assert confident(index, "高压灭菌器缺水了加什么水") == "auto-04"
     assert confident(index, "输液泵怎么设置每小时多少毫升") == "pump-07"
