@@ -101,7 +101,7 @@ _DEVICE_NAMES = {
     "手术灯": "surgical_light", "手术床": "surgical_table", "电刀": "electrosurgical_unit", "透析机": "dialysis",
     "血球仪": "haematology_analyser", "血细胞分析仪": "haematology_analyser", "尿液分析仪": "urine_analyser",
     "凝血仪": "coagulation_analyser", "培养箱": "incubator", "生物安全柜": "biosafety_cabinet",
-    "清洗机": "washer", "核磁": "mri", "x光机": "xray",
+    "清洗机": "washer", "核磁": "mri", "x光机": "xray", "空气消毒机": "air_disinfector", "空气净化器": "air_purifier",
 }
 # Latin names (ct) only as a word of their own: "ct" inside "connect" names no device.
 _DEVICE_NAME_RE = re.compile("|".join(
@@ -136,12 +136,19 @@ _ASKS = {
                  r"多久[^ ]{0,5}?一次|多长时间[^ ]{0,5}?一次|几(?:天|周|个月|年)[^ ]{0,3}?一次|周期|定期|频率|每隔"),
     "supply": (r"哪里买|在哪买|哪儿买|去哪买|怎么买|采购|订购|申领|在哪领|哪里领|哪家供货",
                r"买|采购|订购|申领|领取|领用|供货"),
-    "setting": (r"怎么设置|如何设置|怎么设定|在哪设置|在哪里设置|设置在哪|怎么切换|怎么调成|怎么改成",
+    "setting": (r"怎么设置|如何设置|怎么设定|在哪设置|在哪里设置|设置在哪|怎么切换|怎么调成|怎么改成|怎么调到"
+                r"|在哪(?:里)?(?:调|改|设|选)|菜单在哪|(?:能|可以)(?:调|改|设)吗|能不能(?:调|改|设)|(?:能|可以)设成|怎么选",
                 r"设置|设定|怎么设|怎么调|怎么改|调节|调整|切换"),
     "material": (r"加什么|用什么(?!药)|放什么|换什么|哪种(?:水|液|纸|消毒|清洁)",
                  r"加什么|用什么|放什么|换什么|什么(?:水|液|纸|包|擦)|哪种"),
     "assembly": (r"怎么拆|拆下来|拆开|怎么安装|怎么装上|怎么接入|怎么连接|怎么联网", r"拆|安装|装上|接入|连接|联网"),
     "export": (r"导出|备份|拷出来|拷贝", r"导出|备份|拷出|拷贝"),
+    "lifespan": (r"能用多久|用多久|多久(?:要|得|需要)?换|寿命|用了好多年", r"能用多久|用多久|多久(?:要|得|需要)?换|寿命"),
+    "norm": (r"多少算|算(?:正常|合格)|一般(?:设|是)?(?:几|多少)|设几度|是多少度|标准是多少|正常值|正常范围",
+             r"多少算|算(?:正常|合格)|一般(?:设|是)?(?:几|多少)|设几度|是多少度|标准是多少|正常值|正常范围"),
+    "upkeep": (r"怎么保存|放冰箱|冷藏还是|常温保存|保存多久|怎么(?:丢|扔)|医废|医疗垃圾|怎么搬|搬到|搬的时候|登记表|签字"
+               r"|年检|存档|怎么消毒|怎么清洗|怎么清洁|怎么保养|保养",
+               r"保存|冰箱|冷藏|常温|丢|扔|医废|医疗垃圾|搬|登记|签字|年检|存档|消毒|清洗|清洁|保养|擦"),
     "upgrade": (r"升级|刷机|更新(?:软件|系统|版本|程序)|版本号", r"升级|刷机|更新|版本"),
 }
 _ASKED = {name: re.compile(q) for name, (q, _) in _ASKS.items()}
@@ -149,6 +156,7 @@ _DEALT_WITH = {name: re.compile(e) for name, (_, e) in _ASKS.items()}
 INTENT_MISMATCH = 0.4  # score kept by an entry none of whose wordings deals with what kind of thing the question asks
 DEVICE_MISMATCH = 0.35  # score kept by entries of another device than the one(s) the question names
 CLINICAL_FACTOR = 0.5  # score kept by every entry for a clinical-decision question
+CLINICAL_ANSWER_AT = 0.9  # a clinical question is answered only above this (a device fault told in clinical words)
 NO_CONTENT_FACTOR = 0.5  # score kept by an entry sharing nothing with the question but a device name
 CODE_MISMATCH = 0.4  # score kept by an entry lacking the error code the question quotes (E-77 is not E-05)
 
@@ -249,10 +257,12 @@ class Decision:
 
 def decide(matches: list[Match], *, device_known: bool, clinical: bool = False) -> Decision:
     """The robot's rule over ``Index.search``'s matches; the bench applies the same function. A clinical question
-    (``is_clinical``) is answered only from a confident match (a device fault in clinical words), never asked back
+    (``is_clinical``) is answered only from a near-certain match (a device fault in clinical words), never asked back
     about or listed: "病人发烧39度怎么处理" is not "监护仪体温读数异常"."""
     decision = _decide(matches, device_known=device_known)
-    return Decision("decline") if clinical and decision.kind != "answer" else decision
+    if clinical and (decision.kind != "answer" or decision.options[0].confidence < CLINICAL_ANSWER_AT):
+        return Decision("decline")
+    return decision
 
 
 def _decide(matches: list[Match], *, device_known: bool) -> Decision:
