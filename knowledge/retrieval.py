@@ -112,8 +112,9 @@ _DEVICE_NAME_RE = re.compile("|".join(
 # doctor — but not a reading the device gets wrong ("潮气量设500 监测才300", "推肝素 显示堵塞", "探头要不要换").
 _CLINICAL = re.compile(
     # symptoms and conditions
-    r"(?:发烧|(?<!不)发热(?!丝|管|板|盘)|高烧|高热|退烧|胸闷|胸痛|心慌|(?<!得)(?<!了)头晕|抽搐|惊厥|昏迷|意识不清|烦躁|休克|缺氧|心梗|肾衰|脓毒症|血栓|糖尿病)"
-    r"(?!.{0,12}?(?:显示|才|却|测出|读数|探头|监护仪))"
+    # (not "病人发烧了监护仪体温才36度", "里面不发热", "味道冲得头晕": what the device shows or does)
+    r"(?:发烧|(?<!不)发热(?!丝|管|板|盘)|高烧|高热|退烧|胸闷|胸痛|心慌|(?<!得)(?<!了)头晕|抽搐|惊厥|昏迷|意识不清"
+    r"|烦躁|休克|缺氧|心梗|肾衰|脓毒症|血栓|糖尿病)(?!.{0,12}?(?:显示|才|却|测出|读数|探头|监护仪))"
     r"|(?:心率|心跳|血压|血糖|血钾|血钠)(?:太|很|偏|有点)?(?:快|慢|高|低)(?!报警|限|压)|低钾|高钾|危急值(?!.{0,6}(?:发送|传|收不到))"
     # drugs and doses, treatment and care
     r"|吃什么药|用什么药|吃啥药|吃药|用药|停药|(?<!试)剂量|怎么配(?!平)|多少单位|多少滴|多少焦|泵速多少"
@@ -127,9 +128,9 @@ _CLINICAL = re.compile(
     r"|要不要(?:插|用|吃|打|上|加|减|推|补|给|吸)|要(?:吃|推|补|输|处理|扩容|上呼吸机|上机)[^ ]{0,4}?吗|需要处理吗"
     r"|能不能(?:继续|撤|推|同步)")
 # What kind of thing a question asks, where a fault entry never answers it unless one of its wordings asks it too:
-# a price, a schedule, where to get supplies, how to configure, what material to use, how to take apart or connect,
-# how to export data, how to upgrade the software. (question pattern, pattern any wording of an entry that deals with it matches.) "离心机多久保养一次"
-# is not cent-01's imbalance, "呼吸机湿化罐里加什么水" not vent-07's heater, "离心机怎么设置转速" not cent-03's speed.
+# a price, a schedule, supplies, configuration, material, assembly, export, a part's lifespan, a normal value, upkeep,
+# an upgrade. Each is (the question's pattern, the pattern a wording of an entry that deals with it matches):
+# "离心机多久保养一次" is not cent-01's imbalance, "呼吸机湿化罐里加什么水" not vent-07's heater.
 _ASKS = {
     "price": (r"多少钱|价格|报价|贵不贵|费用|收费", r"多少钱|价格|费用|收费"),
     "schedule": (r"多久[^ ]{0,5}?一次|多长时间[^ ]{0,5}?一次|几(?:天|周|个月|年)[^ ]{0,3}?一次|周期|定期|频率|每隔多久",
@@ -325,7 +326,8 @@ _NOT = (r"(?<!不用)(?<!不要)(?<!不必)(?<!无需)(?<!不需要)(?<!不需)(
         r"(?<!病人)(?<!患者)(?<!家属)(?<!病人一直)(?<!患者一直)(?<!家属一直)")
 _NOT_TURNED = r"(?<!不用转)(?<!不要转)(?<!不必转)(?<!无需转)(?<!不需要转)(?<!别转)(?<!不转)"
 _VERB = r"(?:找|叫|派|喊|请|要|联系|通知|安排|约|让|搵|揾|转接|转给|转到|协调|催|麻烦你们)"
-_MEANING = r"(?![^，。？！]{0,6}?(?:是什么意思|什么意思|啥意思|是啥|是指|指什么|什么情况))"  # "提示“请联系工程师”是什么意思" quotes the device
+# "提示“请联系工程师”是什么意思", "说明书里写请联系授权维修人员 这是指什么情况" quote the device or the manual.
+_MEANING = r"(?![^，。？！]{0,6}?(?:是什么意思|什么意思|啥意思|是啥|是指|指什么|什么情况))"
 _PERSON = re.compile(
     # the hand-off itself: 转人工, 人工客服, 我要人工 (not 人工鼻, 人工气道, 人工定标, 人工叹息 …), typed in pinyin too
     rf"{_NOT}(?:转|赚|专)(?:人|仁)(?:工|公)|{_NOT}{_NOT_TURNED}人工(?!鼻|气道|呼吸|智能|通气|皮肤|心肺|晶体|关节|耳蜗|肝|肾|瓣膜"
