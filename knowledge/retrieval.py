@@ -203,7 +203,7 @@ _DESCRIBED = {device: re.compile(cues) for device, cues in {
 }.items()}
 # Cues that also describe other equipment: a pump pushing a syringe, a cuff against thrombosis, a nebuliser.
 _LOOKS_LIKE_OTHER = {device: re.compile(cues) for device, cues in {
-    "ventilator": r"血栓|眼压|肺功能|雾化|腿|袖带", "infusion_pump": r"针管|针筒|注射器|营养|鼻饲",
+    "ventilator": r"血栓|眼压|肺功能|雾化|腿|袖带|压脉带|血压", "infusion_pump": r"针管|针筒|注射器|营养|鼻饲",
     "monitor": r"胎心|保温箱|暖箱|心电图",
 }.items()}
 

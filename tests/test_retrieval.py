@@ -215,6 +215,14 @@ def test_devices_described_instead_of_named_written_apart():
     assert sum(found == r["device"] for r, found in seen) >= 165
 
 
+def test_no_knowledge_base_wording_describes_another_device_than_its_entrys():
+    seed = json.loads((Path(retrieval.__file__).parent / "data" / "kb_seed.json").read_text(encoding="utf-8"))
+    wrong = [(e["id"], t) for e in seed for t in (e["question"], *e["variants"])
+             if not retrieval.mentioned_devices(normalise(t))
+             and retrieval.described_device(normalise(t)) not in (None, e["device_type"])]
+    assert wrong == []  # "床旁屏幕那个 压脉带一直打气" is the monitor's cuff, not the ventilator
+
+
 def test_a_described_device_is_read_as_named(index):
     assert retrieval.described_device(normalise("给病人打气的那个机器屏幕黑了")) == "ventilator"
     assert retrieval.described_device(normalise("夹在杆子上推针管的那个小机器")) is None  # a syringe pump
