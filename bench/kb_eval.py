@@ -98,7 +98,7 @@ How the query set was written and split (``batch``; rows without it are batch 1)
   Second run: all 567 covered 94.4 %, lay 90.3 %, decline 87.0 %, hand-off 98.4 %, wrong 1.2 %; batch 7 alone,
   fresh to both: covered 91.0 % (the code of round four: 71.6 %), lay 86.2 % (51.7 %), decline 82.4 % (82.4 %),
   hand-off 5 of 5, wrong 2 of 67 (none). A third run followed one change only, the person-request rules widened from
-  160 more messages written apart: hand-off unchanged, one batch-4 uncovered eval row now handed off instead of
+  160 more messages written apart: hand-off unchanged, one batch-5 uncovered eval row now handed off instead of
   declined (decline 86.4 %); that row was not read.
 """
 
