@@ -170,7 +170,7 @@ def is_clinical(text: str) -> bool:
 # An examination, not the machine: "病人推出去做B超" says where the patient went ("做胃镜的主机" is the machine).
 _EXAMS = frozenset({"b超", "超声", "ct", "核磁", "胃镜", "肠镜", "x光机"})
 _HAVING_AN_EXAM = re.compile(r"(?:做|拍|查|去)$")
-_THE_MACHINE_AFTER = re.compile(r"的|机|主机|室|科|探头|屏")
+_THE_MACHINE_AFTER = re.compile(r"(?:的(?:那个|那台|这个|这台)?[^ ]{0,3}?)?(?:机|主机|设备|仪器|探头|屏)|室|科")
 
 
 def mentioned_devices(norm: str) -> set[str]:
@@ -190,6 +190,7 @@ _DESCRIBED = {device: re.compile(cues) for device, cues in {
     "monitor": r"(?:看|测|量|显示|监测|监护)[^ ]{0,6}?(?:心跳|心率|心电|血氧|血压|生命体征|脉搏|氧饱和)|波形的|看波形"
                r"|好几条波形|生命体征|夹手指|手指夹|贴胸口|导联",
     "infusion_pump": r"输液架|点滴杆|输液杆|吊瓶|滴速|控速|控制[^ ]{0,4}?(?:速|快慢)|打点滴|推药水|输药水|药水|毫升每小时"
+                     r"|(?:控制|管)输液|输液(?:用)?的(?:那个|那台|这个|这台)?(?:小)?(?:机器|机子|设备|仪器|盒子)"
                      r"|预置量|蠕动|滴斗|挂在杆|杆子上|杆上",
     "centrifuge": r"甩|转血|分离血|分血|分层|转管|转样本|转尿|配平|吊篮|转头|转子|上清|转筒|高速转|一圈转|嗡嗡转",
     "biochemistry_analyser": r"肝功|肾功|血脂|转氨酶|肌酐|尿素氮|比色杯|吸光度|试剂盘|心肌酶|胆红素|总蛋白|酶学|甘油三酯"

@@ -226,6 +226,7 @@ def test_no_knowledge_base_wording_describes_another_device_than_its_entrys():
 def test_a_described_device_is_read_as_named(index):
     assert retrieval.described_device(normalise("给病人打气的那个机器屏幕黑了")) == "ventilator"
     assert retrieval.described_device(normalise("夹在杆子上推针管的那个小机器")) is None  # a syringe pump
+    assert retrieval.described_device(normalise("管输液的那台机器一直叫")) == "infusion_pump"
     assert confident(index, "甩管子的那台机器盖子打不开") == "cent-02"  # declined (0.49) before
 
 
@@ -233,6 +234,7 @@ def test_an_examination_the_patient_went_to_is_not_the_device_asked_about():
     assert retrieval.mentioned_devices(normalise("病人推出去做B超 输液泵提示快没电了")) == {"infusion_pump"}
     assert retrieval.mentioned_devices(normalise("做B超的那个机器 探头有杂音")) == {"ultrasound"}
     assert retrieval.mentioned_devices(normalise("B超机开不了机")) == {"ultrasound"}
+    assert retrieval.mentioned_devices(normalise("送病人去做CT的路上 呼吸机电池快没电了")) == {"ventilator"}
 
 
 @pytest.mark.parametrize("said", ["不是", "是的", "对"])
