@@ -13,7 +13,8 @@ Search, per question:
    A question word the base never uses weighs by its rarity in everyday Chinese (``text.general_rarity``): fillers
    cost nothing, a rare unknown word ("转子", "中央站") lowers every entry's coverage. An error code the question
    quotes and an entry lacks ranks that entry down (E-77 is not E-05), and so does a kind of question none of the
-   entry's wordings asks (a price, a schedule, supplies, configuration, material, assembly, export: ``_ASKS``);
+   entry's wordings asks (a price, a schedule, supplies, configuration, material, assembly, export, a part's
+   lifespan, a normal value, upkeep, an upgrade: ``_ASKS``);
    a clinical question ranks every entry down; another device named ranks its entries down, and a question that
    names none is read with the name of the device just scanned ("报警了" → "呼吸机报警了") or of the one device it
    describes ("给病人打气的机器" → the ventilator);
@@ -131,6 +132,7 @@ _CLINICAL = re.compile(
 # a price, a schedule, supplies, configuration, material, assembly, export, a part's lifespan, a normal value, upkeep,
 # an upgrade. Each is (the question's pattern, the pattern a wording of an entry that deals with it matches):
 # "离心机多久保养一次" is not cent-01's imbalance, "呼吸机湿化罐里加什么水" not vent-07's heater.
+_NORMAL_VALUE = r"多少算|算(?:正常|合格)|一般(?:设|是)?(?:几|多少)|设几度|是多少度|标准是多少|正常值|正常范围"
 _ASKS = {
     "price": (r"多少钱|价格|报价|贵不贵|费用|收费", r"多少钱|价格|费用|收费"),
     "schedule": (r"多久[^ ]{0,5}?一次|多长时间[^ ]{0,5}?一次|几(?:天|周|个月|年)[^ ]{0,3}?一次|周期|定期|频率|每隔多久",
@@ -145,8 +147,7 @@ _ASKS = {
     "assembly": (r"怎么拆|拆下来|拆开|怎么安装|怎么装上|怎么接入|怎么连接|怎么联网", r"拆|安装|装上|接入|连接|联网"),
     "export": (r"导出|备份|拷出来|拷贝", r"导出|备份|拷出|拷贝"),
     "lifespan": (r"能用多久|用多久|多久(?:要|得|需要)?换|寿命|用了好多年", r"能用多久|用多久|多久(?:要|得|需要)?换|寿命"),
-    "norm": (r"多少算|算(?:正常|合格)|一般(?:设|是)?(?:几|多少)|设几度|是多少度|标准是多少|正常值|正常范围",
-             r"多少算|算(?:正常|合格)|一般(?:设|是)?(?:几|多少)|设几度|是多少度|标准是多少|正常值|正常范围"),
+    "norm": (_NORMAL_VALUE, _NORMAL_VALUE),
     "upkeep": (r"怎么保存|放冰箱|冷藏还是|常温保存|保存多久|怎么(?:丢|扔)|医废|医疗垃圾|怎么搬|搬到|搬的时候|登记表|签字"
                r"|年检|存档|怎么消毒|怎么清洗|怎么清洁|怎么保养|保养",
                r"保存|冰箱|冷藏|常温|丢|扔|医废|医疗垃圾|搬|登记|签字|年检|存档|消毒|清洗|清洁|保养|擦"),
